@@ -1,0 +1,62 @@
+/* module.c — PyInit__C: the CPython extension module fused_mlp._C (abi3, Python >= 3.9).
+ *
+ * Importing it registers the fused_mlp::forward and fused_mlp::backward ops with the
+ * torch dispatcher through the LibTorch stable C ABI (CPU and CUDA kernels: ops.c).
+ * The Python side (fused_mlp/_ops.py) adds fake kernels, autograd and autocast. */
+#define PY_SSIZE_T_CLEAN
+#define Py_LIMITED_API 0x03090000
+#include <Python.h>
+#include "ops.h"
+
+static const char* SCHEMA_FORWARD =
+    "forward(Tensor x, Tensor[] weights, Tensor[] biases, int[] has_bias, int[] activations, "
+    "float negative_slope, bool gated, bool save) -> (Tensor, Tensor[])";
+static const char* SCHEMA_BACKWARD =
+    "backward(Tensor grad_out, Tensor x, Tensor[] saved, Tensor[] weights, Tensor[] biases, "
+    "int[] has_bias, int[] activations, float negative_slope, bool gated, bool input_grad, "
+    "bool param_grads) -> (Tensor, Tensor[], Tensor[])";
+
+static TorchLibraryHandle lib_def, lib_cpu, lib_cuda;
+
+static int register_ops(void) {
+    if (aoti_torch_library_init_def("fused_mlp", __FILE__, __LINE__, &lib_def)) return -1;
+    if (aoti_torch_library_def(lib_def, SCHEMA_FORWARD)) return -1;
+    if (aoti_torch_library_def(lib_def, SCHEMA_BACKWARD)) return -1;
+    const char* keys[2] = {"CPU", "CUDA"};
+    TorchLibraryHandle* libs[2] = {&lib_cpu, &lib_cuda};
+    for (int i = 0; i < 2; i++) {
+        /* The CUDA slot is registered in every build; a build without nvcc raises a
+         * clear error there instead of torch's "no kernel for CUDA". */
+        if (aoti_torch_library_init_impl("fused_mlp", keys[i], __FILE__, __LINE__, libs[i])) return -1;
+        if (torch_library_impl(*libs[i], "forward", fmlp_boxed_forward, FMLP_TORCH_ABI_2_10)) return -1;
+        if (torch_library_impl(*libs[i], "backward", fmlp_boxed_backward, FMLP_TORCH_ABI_2_10)) return -1;
+    }
+    return 0;
+}
+
+static PyObject* has_cuda(PyObject* self, PyObject* args) {
+    (void)self; (void)args;
+#ifdef FMLP_WITH_CUDA
+    Py_RETURN_TRUE;
+#else
+    Py_RETURN_FALSE;
+#endif
+}
+
+static PyMethodDef methods[] = {
+    {"has_cuda", has_cuda, METH_NOARGS, "True when this build contains the CUDA kernels."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT, "_C", "fused_mlp C extension: registers torch.ops.fused_mlp.*", -1, methods,
+    NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__C(void) {
+    if (register_ops() != 0) {
+        PyErr_SetString(PyExc_ImportError, "fused_mlp: registering the torch ops failed");
+        return NULL;
+    }
+    return PyModule_Create(&module_def);
+}

@@ -1,0 +1,7 @@
+/* ops.h — boxed kernels registered by module.c (implemented in ops.c). */
+#ifndef FMLP_SHIM_OPS_H
+#define FMLP_SHIM_OPS_H
+#include "stable_abi.h"
+void fmlp_boxed_forward(StableIValue* stack, uint64_t nargs, uint64_t nouts);
+void fmlp_boxed_backward(StableIValue* stack, uint64_t nargs, uint64_t nouts);
+#endif

@@ -1,0 +1,115 @@
+"""The private torch ops and what Python adds to them.
+
+Loading fused_mlp._C registers (through the LibTorch stable C ABI, csrc/shim):
+  torch.ops.fused_mlp.forward(x, weights, biases, has_bias, activations,
+                              negative_slope, gated, save) -> (out, saved)
+  torch.ops.fused_mlp.backward(grad_out, x, saved, weights, biases, has_bias, activations,
+                               negative_slope, gated, input_grad, param_grads)
+                               -> (grad_x, grad_weights, grad_biases)
+This module adds their fake (meta) kernels for torch.compile and the autograd formula.
+x is 2-D (M, in); all tensors share x's dtype and device, are contiguous and 16-byte
+aligned; `biases` holds only the biases that exist (has_bias marks which weight has one).
+"""
+from __future__ import annotations
+
+import torch
+
+from . import _C  # noqa: F401  (registers torch.ops.fused_mlp.*)
+
+forward_op = torch.ops.fused_mlp.forward.default
+backward_op = torch.ops.fused_mlp.backward.default
+
+
+def saved_widths(weights, activations, gated):
+    """Widths of the tensors the forward saves (mirror of fmlp_saved_* in csrc/fmlp_desc.c):
+    gated: z_gate, z_up; then z_i of every later layer that is not the last, or whose
+    activation is not identity. Each is (M, width)."""
+    n_layers = len(activations)
+    widths = []
+    for i in range(n_layers):
+        w = weights[i + gated if i else 0].shape[0]
+        if i == 0 and gated:
+            widths += [w, w]
+        elif i < n_layers - 1 or activations[i] != 0:
+            widths.append(w)
+    return widths
+
+
+@torch.library.register_fake("fused_mlp::forward")
+def _forward_fake(x, weights, biases, has_bias, activations, negative_slope, gated, save):
+    m = x.shape[0]
+    out = x.new_empty((m, weights[-1].shape[0]))
+    saved = [x.new_empty((m, w)) for w in saved_widths(weights, activations, gated)] if save else []
+    return out, saved
+
+
+@torch.library.register_fake("fused_mlp::backward")
+def _backward_fake(grad_out, x, saved, weights, biases, has_bias, activations, negative_slope, gated,
+                   input_grad, param_grads):
+    gx = torch.empty_like(x) if input_grad else x.new_empty((0,))
+    gw = [torch.empty_like(w) for w in weights] if param_grads else []
+    gb = [torch.empty_like(b) for b in biases] if param_grads else []
+    return gx, gw, gb
+
+
+def _setup_context(ctx, inputs, output):
+    x, weights, biases, has_bias, activations, negative_slope, gated, save = inputs
+    _, saved = output
+    ctx.save_for_backward(x, *saved, *weights, *biases)
+    ctx.counts = (len(saved), len(weights), len(biases))
+    ctx.meta = (has_bias, activations, negative_slope, gated)
+    ctx.saved_on_forward = save
+
+
+def _flat_any(flags):
+    return any(any(f) if isinstance(f, (list, tuple)) else bool(f) for f in flags)
+
+
+def _contiguous(t):
+    return t if t.is_contiguous() else t.contiguous()
+
+
+def _backward(ctx, grad_out, grad_saved):
+    if not ctx.saved_on_forward:
+        raise RuntimeError(
+            "fused_mlp: backward needs the tensors the forward saves, but the forward ran with "
+            "save=False; call fused_mlp.fused_mlp / FusedMLP (they pass save=True when a gradient "
+            "is needed) or pass save=True to torch.ops.fused_mlp.forward"
+        )
+    ns, nw, nb = ctx.counts
+    tensors = ctx.saved_tensors
+    x, saved = tensors[0], list(tensors[1:1 + ns])
+    weights = list(tensors[1 + ns:1 + ns + nw])
+    biases = list(tensors[1 + ns + nw:])
+    has_bias, activations, negative_slope, gated = ctx.meta
+    need = ctx.needs_input_grad
+    input_grad = bool(need[0])
+    param_grads = _flat_any(need[1:3])
+    if grad_out is None:
+        grad_out = torch.zeros((x.shape[0], weights[-1].shape[0]), dtype=x.dtype, device=x.device)
+    gx, gw, gb = backward_op(_contiguous(grad_out), x, saved, weights, biases, has_bias, activations,
+                             negative_slope, gated, input_grad, param_grads)
+    return (
+        gx if input_grad else None,
+        list(gw) if param_grads else [None] * nw,
+        list(gb) if param_grads else [None] * nb,
+        None, None, None, None, None,
+    )
+
+
+torch.library.register_autograd("fused_mlp::forward", _backward, setup_context=_setup_context)
+
+
+def _no_double_backward(ctx, *grads):
+    raise NotImplementedError(
+        "fused_mlp: double backward (a gradient of fused_mlp's gradient, create_graph=True) "
+        "is not supported; use the unfused nn.Linear stack for higher-order gradients"
+    )
+
+
+def _setup_backward_context(ctx, inputs, output):
+    pass
+
+
+torch.library.register_autograd("fused_mlp::backward", _no_double_backward,
+                                setup_context=_setup_backward_context)

@@ -1,0 +1,120 @@
+"""fused_mlp.fused_mlp: the public functional form of the fused op."""
+from __future__ import annotations
+
+from typing import Optional, Sequence, Union
+
+import torch
+
+from . import _activations
+from ._ops import forward_op
+
+ActivationSpec = Union[str, Sequence[str]]
+
+
+def _as_2d_input(x: torch.Tensor) -> torch.Tensor:
+    """(..., in) -> contiguous, 16-byte aligned (M, in). Copies only when it must (like
+    nn.Linear, any strides are accepted)."""
+    x2 = x.reshape(-1, x.shape[-1])
+    if not x2.is_contiguous():
+        return x2.contiguous()
+    if not torch.compiler.is_compiling() and x2.data_ptr() % 16 != 0:
+        return x2.clone()
+    return x2
+
+
+def _autocast(x, weights, biases):
+    """Under autocast, cast like nn.Linear does: everything to the autocast dtype."""
+    device_type = x.device.type
+    if device_type not in ("cpu", "cuda") or not torch.is_autocast_enabled(device_type):
+        return x, weights, biases
+    dt = torch.get_autocast_dtype(device_type)
+    cast = lambda t: t.to(dt) if t.is_floating_point() and t.dtype != dt else t  # noqa: E731
+    return cast(x), [cast(w) for w in weights], [cast(b) for b in biases]
+
+
+def run(x: torch.Tensor, weights: list, biases: list, has_bias: list, activations: list,
+        negative_slope: float, gated: bool) -> torch.Tensor:
+    """Fast path shared by the modules: arguments already in op form (codes, flags)."""
+    x, weights, biases = _autocast(x, weights, biases)
+    lead = x.shape[:-1]
+    x2 = _as_2d_input(x)
+    save = torch.is_grad_enabled() and (
+        x.requires_grad or any(w.requires_grad for w in weights) or any(b.requires_grad for b in biases)
+    )
+    out, _ = forward_op(x2, weights, biases, has_bias, activations, negative_slope, gated, save)
+    return out.reshape(*lead, out.shape[-1])
+
+
+def layer_activations(activation: ActivationSpec, n_layers: int,
+                      output_activation: str = "identity") -> list:
+    """Activation codes, one per layer. A single name applies after every layer but the
+    last, which gets output_activation; a sequence gives each layer its own."""
+    if isinstance(activation, str):
+        return [_activations.code(activation)] * (n_layers - 1) + [_activations.code(output_activation)]
+    names = list(activation)
+    if len(names) != n_layers:
+        raise ValueError(f"activation must name one activation per layer ({n_layers}), got {len(names)}")
+    return [_activations.code(a) for a in names]
+
+
+def fused_mlp(
+    x: torch.Tensor,
+    weights: Sequence[torch.Tensor],
+    biases: Optional[Sequence[Optional[torch.Tensor]]] = None,
+    activation: ActivationSpec = "relu",
+    *,
+    gated: bool = False,
+    negative_slope: float = 0.01,
+    output_activation: str = "identity",
+) -> torch.Tensor:
+    """Runs a whole MLP as one fused op.
+
+    Plain (gated=False), L = len(weights) layers:
+        h = x; for each layer i: h = act_i(h @ weights[i].T + biases[i])
+    Gated (gated=True; GeGLU with 'gelu'/'gelu_tanh', SwiGLU with 'silu'),
+    weights = [gate, up, down, ...], L = len(weights) - 1 layers:
+        h = act_0(x @ gate.T + b_gate) * (x @ up.T + b_up); then the remaining layers.
+
+    Args:
+        x: (..., in_features), float32 / bfloat16 / float16, CPU or CUDA; any strides.
+        weights: the nn.Linear weights, weights[k] of shape (out_k, in_k), contiguous.
+        biases: None (no biases) or one entry per weight: a (out_k,) tensor or None.
+        activation: one name, applied after every layer but the last (for gated: the
+            gate's activation), or a sequence with one name per layer. Names: identity,
+            relu, gelu, gelu_tanh, silu, tanh, sigmoid, leaky_relu (+ aliases).
+        negative_slope: slope of leaky_relu.
+        output_activation: activation after the last layer when `activation` is one name.
+
+    Returns:
+        (..., out_features) in x's dtype (or the autocast dtype under autocast).
+    """
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    if isinstance(weights, torch.Tensor) or not isinstance(weights, (list, tuple)):
+        raise TypeError("weights must be a list of weight tensors (one per layer, shape (out, in))")
+    weights = list(weights)
+    if not weights:
+        raise ValueError("weights must hold at least one weight tensor, got an empty list")
+    for k, w in enumerate(weights):
+        if not isinstance(w, torch.Tensor):
+            raise TypeError(f"weights[{k}] must be a torch.Tensor, got {type(w).__name__}")
+    if gated and len(weights) < 3:
+        raise ValueError(f"gated=True needs weights [gate, up, down, ...] (at least 3), got {len(weights)}")
+    if x.dim() < 1 or x.shape[-1] != (weights[0].shape[-1] if weights[0].dim() else -1):
+        raise ValueError(
+            f"x must have shape (..., {weights[0].shape[-1] if weights[0].dim() == 2 else 'in_features'}) "
+            f"to match weights[0] of shape {tuple(weights[0].shape)}, got {tuple(x.shape)}"
+        )
+    if biases is None:
+        biases = [None] * len(weights)
+    biases = list(biases)
+    if len(biases) != len(weights):
+        raise ValueError(f"biases must have one entry (a tensor or None) per weight ({len(weights)}), got {len(biases)}")
+    for k, b in enumerate(biases):
+        if b is not None and not isinstance(b, torch.Tensor):
+            raise TypeError(f"biases[{k}] must be a torch.Tensor or None, got {type(b).__name__}")
+    n_layers = len(weights) - int(gated)
+    acts = layer_activations(activation, n_layers, output_activation)
+    has_bias = [int(b is not None) for b in biases]
+    present = [b for b in biases if b is not None]
+    return run(x, weights, present, has_bias, acts, float(negative_slope), bool(gated))

@@ -1,0 +1,219 @@
+"""Drop-in modules: FusedMLP (a stack of nn.Linear + activations) and FusedGatedMLP
+(gate/up/down blocks). Both keep the ordinary nn.Linear submodules under their original
+names, so parameters, state_dict keys, initialisation, optimizers and wrappers see what
+they saw before; only forward changes."""
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import List, Optional, Sequence, Union
+
+import torch
+from torch import nn
+
+from . import _activations
+from .functional import run
+
+
+class _Run:
+    """A maximal run of children executed as one fused op: Linear (act)? Linear (act)? ..."""
+
+    __slots__ = ("linears", "activations", "negative_slope", "has_bias", "first", "last")
+
+    def __init__(self, first):
+        self.linears: List[nn.Linear] = []
+        self.activations: List[int] = []
+        self.negative_slope = 0.01
+        self.has_bias: List[int] = []
+        self.first = first
+        self.last = first
+
+
+def _plan(children: Sequence[nn.Module]):
+    """Splits children into fused runs and modules run as they are. A Linear starts or
+    continues a run; after it, at most one activation (Identity and Dropout(p=0) are
+    transparent) joins the run; anything else ends it."""
+    steps: list = []
+    cur: Optional[_Run] = None
+    act_seen = False
+    for i, m in enumerate(children):
+        if isinstance(m, nn.Linear) and type(m) is nn.Linear or isinstance(m, nn.Linear) and not _is_quantized(m):
+            if cur is None:
+                cur = _Run(i)
+                steps.append(cur)
+            cur.linears.append(m)
+            cur.activations.append(0)
+            cur.has_bias.append(int(m.bias is not None))
+            cur.last = i
+            act_seen = False
+            continue
+        act = _activations.from_module(m) if cur is not None else None
+        if act is not None:
+            name, slope = act
+            if name == "identity":
+                cur.last = i
+                continue
+            slope_clash = name == "leaky_relu" and "leaky_relu" in _names(cur) and slope != cur.negative_slope
+            if not act_seen and not slope_clash:
+                cur.activations[-1] = _activations.CODES[name]
+                if name == "leaky_relu":
+                    cur.negative_slope = slope
+                cur.last = i
+                act_seen = True
+                continue
+        cur = None
+        act_seen = False
+        steps.append(m)
+    return steps
+
+
+def _names(run: _Run):
+    inv = {v: k for k, v in _activations.CODES.items()}
+    return [inv[c] for c in run.activations]
+
+
+def _is_quantized(m: nn.Module) -> bool:
+    return not isinstance(getattr(m, "weight", None), torch.Tensor)
+
+
+class FusedMLP(nn.Sequential):
+    """An nn.Sequential of nn.Linear layers and activations whose Linear runs execute as
+    one fused op each (torch.ops.fused_mlp.forward).
+
+    Children keep their names, so ``FusedMLP.from_sequential(seq)`` has the very same
+    parameters and state_dict keys as ``seq``. Children that cannot be fused (a LayerNorm,
+    Dropout with p > 0, ...) run as they are between fused runs.
+
+    Example::
+
+        mlp = FusedMLP(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 16))
+        mlp = FusedMLP.from_sequential(existing_sequential)
+        mlp = FusedMLP.build([64, 256, 256, 3], activation="relu")
+    """
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self._refresh_plan()
+
+    # the plan is cached and rebuilt when the children change
+    def _refresh_plan(self):
+        children = tuple(self._modules.values())
+        object.__setattr__(self, "_plan_key", children)
+        object.__setattr__(self, "_plan_steps", _plan(children))
+
+    def _steps(self):
+        if tuple(self._modules.values()) != self._plan_key:
+            self._refresh_plan()
+        return self._plan_steps
+
+    @classmethod
+    def from_sequential(cls, seq: nn.Sequential) -> "FusedMLP":
+        """A FusedMLP over the same child modules (same Parameter objects, same keys)."""
+        if not isinstance(seq, nn.Sequential):
+            raise TypeError(f"seq must be an nn.Sequential, got {type(seq).__name__}")
+        fused = cls(OrderedDict(seq.named_children()))
+        fused.train(seq.training)
+        return fused
+
+    @classmethod
+    def build(cls, widths: Sequence[int], activation: str = "relu", bias: bool = True,
+              output_activation: str = "identity", negative_slope: float = 0.01,
+              device=None, dtype=None) -> "FusedMLP":
+        """Linear(widths[0], widths[1]), act, ..., Linear(widths[-2], widths[-1])[, output act]."""
+        if len(widths) < 2:
+            raise ValueError(f"widths must list at least in and out features, got {list(widths)}")
+        layers: list = []
+        for i in range(len(widths) - 1):
+            layers.append(nn.Linear(widths[i], widths[i + 1], bias=bias, device=device, dtype=dtype))
+            name = activation if i < len(widths) - 2 else output_activation
+            mod = _activation_module(_activations.canonical(name), negative_slope)
+            if mod is not None:
+                layers.append(mod)
+        return cls(*layers)
+
+    @property
+    def fused_runs(self) -> List[List[str]]:
+        """Names of the children each fused run covers (for inspection)."""
+        names = list(self._modules.keys())
+        return [names[s.first:s.last + 1] for s in self._steps() if isinstance(s, _Run)]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for step in self._steps():
+            if isinstance(step, _Run):
+                weights = [m.weight for m in step.linears]
+                biases = [m.bias for m in step.linears if m.bias is not None]
+                x = run(x, weights, biases, step.has_bias, step.activations, step.negative_slope, False)
+            else:
+                x = step(x)
+        return x
+
+
+def _activation_module(name: str, negative_slope: float) -> Optional[nn.Module]:
+    return {
+        "identity": None,
+        "relu": nn.ReLU(),
+        "gelu": nn.GELU(),
+        "gelu_tanh": nn.GELU(approximate="tanh"),
+        "silu": nn.SiLU(),
+        "tanh": nn.Tanh(),
+        "sigmoid": nn.Sigmoid(),
+        "leaky_relu": nn.LeakyReLU(negative_slope),
+    }[name]
+
+
+class FusedGatedMLP(FusedMLP):
+    """A gated MLP block, out = down(act(gate(x)) * up(x)) (GeGLU, SwiGLU), as one fused op.
+
+    The three nn.Linear children and the activation keep the names given (default: the
+    Hugging Face ones, gate_proj / up_proj / down_proj / act_fn), so state_dict keys of
+    the block it replaces do not change.
+    """
+
+    def __init__(self, gate: nn.Linear, up: nn.Linear, down: nn.Linear,
+                 activation: Union[str, nn.Module] = "silu",
+                 names: Sequence[str] = ("gate_proj", "up_proj", "down_proj", "act_fn")):
+        if isinstance(activation, str):
+            act_name, slope = _activations.canonical(activation), 0.01
+            act_mod = _activation_module(act_name, slope) or nn.Identity()
+        else:
+            found = _activations.from_module(activation)
+            if found is None:
+                raise ValueError(f"activation {type(activation).__name__} cannot be fused; "
+                                 f"supported: {', '.join(_activations.CODES)}")
+            (act_name, slope), act_mod = found, activation
+        for label, lin in (("gate", gate), ("up", up), ("down", down)):
+            if not isinstance(lin, nn.Linear):
+                raise TypeError(f"{label} must be an nn.Linear, got {type(lin).__name__}")
+        if gate.weight.shape != up.weight.shape:
+            raise ValueError(f"gate and up must have the same shape, got {tuple(gate.weight.shape)} "
+                             f"and {tuple(up.weight.shape)}")
+        if down.in_features != gate.out_features:
+            raise ValueError(f"down must take {gate.out_features} input features (gate's outputs), "
+                             f"got {down.in_features}")
+        g, u, d, a = names
+        super().__init__(OrderedDict([(g, gate), (u, up), (d, down), (a, act_mod)]))
+        object.__setattr__(self, "_gate_names", (g, u, d))
+        object.__setattr__(self, "_gate_act", _activations.CODES[act_name])
+        object.__setattr__(self, "_gate_slope", float(slope))
+
+    def _refresh_plan(self):  # the gated block has one fixed plan
+        object.__setattr__(self, "_plan_key", ())
+        object.__setattr__(self, "_plan_steps", [])
+
+    @property
+    def fused_runs(self) -> List[List[str]]:
+        return [list(self._modules.keys())]
+
+    @classmethod
+    def build(cls, in_features: int, hidden_features: int, out_features: Optional[int] = None,
+              activation: str = "silu", bias: bool = False, device=None, dtype=None) -> "FusedGatedMLP":
+        out_features = in_features if out_features is None else out_features
+        kw = dict(bias=bias, device=device, dtype=dtype)
+        return cls(nn.Linear(in_features, hidden_features, **kw), nn.Linear(in_features, hidden_features, **kw),
+                   nn.Linear(hidden_features, out_features, **kw), activation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        g, u, d = (self._modules[n] for n in self._gate_names)
+        weights = [g.weight, u.weight, d.weight]
+        has_bias = [int(m.bias is not None) for m in (g, u, d)]
+        biases = [m.bias for m in (g, u, d) if m.bias is not None]
+        return run(x, weights, biases, has_bias, [self._gate_act, 0], self._gate_slope, True)
