@@ -12,7 +12,8 @@
  * (out_k, in_k) (the nn.Linear layout), row-major, contiguous.
  *
  * Dtypes: x, weights, biases, out, saved tensors and gradients all share one dtype
- * (float32, bfloat16 or float16); arithmetic accumulates in float32.
+ * (float32, bfloat16 or float16); arithmetic accumulates in float32. float64 runs on the
+ * CPU only, entirely in double (fmlp_*_cpu_f64).
  *
  * Memory: the caller owns every buffer, including the workspace whose size the
  * *_workspace_bytes functions return (the torch shim allocates it through torch's
@@ -42,6 +43,7 @@ typedef enum {
     FMLP_F32 = 0,
     FMLP_BF16 = 1,
     FMLP_F16 = 2,
+    FMLP_F64 = 3, /* CPU only, computed in double (gradcheck, high-precision users) */
 } fmlp_dtype;
 
 /* Activation codes; the Python layer uses the same numbers (fused_mlp/_activations.py). */
@@ -126,7 +128,7 @@ int64_t fmlp_saved_width(const fmlp_desc* d, int s);
 /* Index of the first saved tensor holding layer i's pre-activation, or -1. */
 int fmlp_saved_index(const fmlp_desc* d, int layer);
 
-size_t fmlp_dtype_size(fmlp_dtype dt);
+size_t fmlp_dtype_size(fmlp_dtype dt); /* bytes per element */
 
 /* ========================================================================== */
 /* CPU backend (csrc/cpu)                                                     */
@@ -168,6 +170,14 @@ int fmlp_forward_cpu(const fmlp_desc* d, fmlp_dtype dt, int64_t M, const void* x
 int fmlp_backward_cpu(const fmlp_desc* d, fmlp_dtype dt, int64_t M, const void* dout,
                       const void* x, const void* const* saved, const fmlp_params* p, void* dx,
                       const fmlp_grads* g, void* ws, const fmlp_cpu_ctx* ctx, fmlp_status* st);
+
+/* float64 variants (csrc/cpu/fmlp_cpu_f64.c): same contract, all arithmetic in double,
+ * serial and unblocked: a precise path for gradcheck, not a fast one. No workspace. */
+int fmlp_forward_cpu_f64(const fmlp_desc* d, int64_t M, const double* x, const fmlp_params* p,
+                         double* out, void* const* saved, fmlp_status* st);
+int fmlp_backward_cpu_f64(const fmlp_desc* d, int64_t M, const double* dout, const double* x,
+                          const void* const* saved, const fmlp_params* p, double* dx,
+                          const fmlp_grads* g, fmlp_status* st);
 
 #ifdef __cplusplus
 }

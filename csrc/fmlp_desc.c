@@ -15,7 +15,7 @@ int fmlp_fail(fmlp_status* st, int code, const char* fmt, ...) {
     return code;
 }
 
-size_t fmlp_dtype_size(fmlp_dtype dt) { return dt == FMLP_F32 ? 4 : 2; }
+size_t fmlp_dtype_size(fmlp_dtype dt) { return dt == FMLP_F64 ? 8 : dt == FMLP_F32 ? 4 : 2; }
 
 void fmlp_weight_shape(const fmlp_desc* d, int k, int64_t* out, int64_t* in) {
     int layer = d->gated ? (k > 0 ? k - 1 : 0) : k;

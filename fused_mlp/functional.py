@@ -45,6 +45,18 @@ def run(x: torch.Tensor, weights: list, biases: list, has_bias: list, activation
     return out.reshape(*lead, out.shape[-1])
 
 
+def _device_str(d: torch.device) -> str:
+    return f"{d.type}:{d.index}" if d.type == "cuda" and d.index is not None else d.type
+
+
+def _check_device(t: torch.Tensor, x: torch.Tensor, name: str) -> None:
+    # the C shim checks CPU/CUDA mixes too; this also catches meta and other devices,
+    # which the dispatcher would route elsewhere before the shim sees them
+    if t.device != x.device:
+        raise RuntimeError(f"fused_mlp: {name} must be on x's device ({_device_str(x.device)}), "
+                           f"got {_device_str(t.device)}")
+
+
 def layer_activations(activation: ActivationSpec, n_layers: int,
                       output_activation: str = "identity") -> list:
     """Activation codes, one per layer. A single name applies after every layer but the
@@ -98,6 +110,7 @@ def fused_mlp(
     for k, w in enumerate(weights):
         if not isinstance(w, torch.Tensor):
             raise TypeError(f"weights[{k}] must be a torch.Tensor, got {type(w).__name__}")
+        _check_device(w, x, f"weights[{k}]")
     if gated and len(weights) < 3:
         raise ValueError(f"gated=True needs weights [gate, up, down, ...] (at least 3), got {len(weights)}")
     if x.dim() < 1 or x.shape[-1] != (weights[0].shape[-1] if weights[0].dim() else -1):
@@ -113,6 +126,8 @@ def fused_mlp(
     for k, b in enumerate(biases):
         if b is not None and not isinstance(b, torch.Tensor):
             raise TypeError(f"biases[{k}] must be a torch.Tensor or None, got {type(b).__name__}")
+        if b is not None:
+            _check_device(b, x, f"biases[{k}]")
     n_layers = len(weights) - int(gated)
     acts = layer_activations(activation, n_layers, output_activation)
     has_bias = [int(b is not None) for b in biases]

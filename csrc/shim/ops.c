@@ -128,6 +128,7 @@ static const char* dtype_name(int32_t dt) {
     if (dt == aoti_torch_dtype_float32()) return "torch.float32";
     if (dt == aoti_torch_dtype_bfloat16()) return "torch.bfloat16";
     if (dt == aoti_torch_dtype_float16()) return "torch.float16";
+    if (dt == aoti_torch_dtype_float64()) return "torch.float64";
     return "an unsupported dtype";
 }
 
@@ -185,9 +186,13 @@ static fmlp_dtype check_x(arena* a, const tinfo* x, const char* name) {
     if (x->dtype == aoti_torch_dtype_float32()) dt = FMLP_F32;
     else if (x->dtype == aoti_torch_dtype_bfloat16()) dt = FMLP_BF16;
     else if (x->dtype == aoti_torch_dtype_float16()) dt = FMLP_F16;
-    else { fail(a, "fused_mlp: %s must be float32, bfloat16 or float16, got %s", name, dtype_name(x->dtype)); return FMLP_F32; }
+    else if (x->dtype == aoti_torch_dtype_float64()) dt = FMLP_F64;
+    else { fail(a, "fused_mlp: %s must be float32, bfloat16 or float16 (or float64 on the CPU), got %s", name, dtype_name(x->dtype)); return FMLP_F32; }
     if (x->dev_type != aoti_torch_device_type_cpu() && x->dev_type != aoti_torch_device_type_cuda())
         fail(a, "fused_mlp: %s must be on a CPU or CUDA device, got %s", name, device_name(x, b, sizeof b));
+    if (dt == FMLP_F64 && x->dev_type != aoti_torch_device_type_cpu())
+        fail(a, "fused_mlp: %s is float64, which runs on the CPU only; use float32, bfloat16 or float16 on %s",
+             name, device_name(x, b, sizeof b));
     if (x->dim != 2) {
         shape_str(x, b, sizeof b);
         fail(a, "fused_mlp: %s must be 2-D (rows, features), got shape %s", name, b);
@@ -346,7 +351,9 @@ void fmlp_boxed_forward(StableIValue* stack, uint64_t nargs, uint64_t nouts) {
 
     fmlp_status st = {0, {0}};
     int rc;
-    if (is_cpu(&x)) {
+    if (dt == FMLP_F64) {
+        rc = fmlp_forward_cpu_f64(d, M, x.data, &m.p, data_of(out), save ? saved_ptr : NULL, &st);
+    } else if (is_cpu(&x)) {
         fmlp_cpu_ctx c = cpu_ctx();
         void* ws = new_workspace(&a, &x, fmlp_forward_workspace_bytes_cpu(d, dt, M, save, &c));
         rc = fmlp_forward_cpu(d, dt, M, x.data, &m.p, data_of(out), save ? saved_ptr : NULL, ws, &c, &st);
@@ -428,7 +435,9 @@ void fmlp_boxed_backward(StableIValue* stack, uint64_t nargs, uint64_t nouts) {
     fmlp_status st = {0, {0}};
     int rc;
     void* dx = input_grad ? data_of(gx) : NULL;
-    if (is_cpu(&x)) {
+    if (dt == FMLP_F64) {
+        rc = fmlp_backward_cpu_f64(d, M, gout.data, x.data, saved_ptr, &m.p, dx, &g, &st);
+    } else if (is_cpu(&x)) {
         fmlp_cpu_ctx c = cpu_ctx();
         void* ws = new_workspace(&a, &x, fmlp_backward_workspace_bytes_cpu(d, dt, M, &c));
         rc = fmlp_backward_cpu(d, dt, M, gout.data, x.data, saved_ptr, &m.p, dx, &g, ws, &c, &st);

@@ -43,6 +43,7 @@ AOTITorchError aoti_torch_empty_strided(int64_t ndim, const int64_t* sizes, cons
                                         AtenTensorHandle* ret);
 AOTITorchError aoti_torch_delete_tensor_object(AtenTensorHandle t);
 int32_t aoti_torch_dtype_float32(void);
+int32_t aoti_torch_dtype_float64(void);
 int32_t aoti_torch_dtype_bfloat16(void);
 int32_t aoti_torch_dtype_float16(void);
 int32_t aoti_torch_dtype_uint8(void);

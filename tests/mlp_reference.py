@@ -1,0 +1,70 @@
+"""Float64 reference and random test MLPs shared by the tests."""
+from __future__ import annotations
+
+import random
+
+import torch
+import torch.nn.functional as F
+
+ACTS = ["identity", "relu", "gelu", "gelu_tanh", "silu", "tanh", "sigmoid", "leaky_relu"]
+DTYPES = [torch.float32, torch.bfloat16, torch.float16]
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def apply_act(name, z, slope=0.01):
+    return {
+        "identity": lambda t: t,
+        "relu": F.relu,
+        "gelu": F.gelu,
+        "gelu_tanh": lambda t: F.gelu(t, approximate="tanh"),
+        "silu": F.silu,
+        "tanh": torch.tanh,
+        "sigmoid": torch.sigmoid,
+        "leaky_relu": lambda t: F.leaky_relu(t, slope),
+    }[name](z)
+
+
+def reference_mlp(x, weights, biases, acts, gated=False, slope=0.01, dtype=torch.float64):
+    """The MLP written with plain torch ops, computed in `dtype` (float64: the reference;
+    the test dtype: what eager PyTorch itself achieves)."""
+    c = lambda t: None if t is None else t.to(dtype)  # noqa: E731
+    h = c(x)
+    ws, bs = [c(w) for w in weights], [c(b) for b in (biases or [None] * len(weights))]
+    if gated:
+        g = F.linear(h, ws[0], bs[0])
+        u = F.linear(h, ws[1], bs[1])
+        h = apply_act(acts[0], g, slope) * u
+        ws, bs, acts = ws[2:], bs[2:], acts[1:]
+    for w, b, a in zip(ws, bs, acts):
+        h = apply_act(a, F.linear(h, w, b), slope)
+    return h
+
+
+def random_mlp(widths, acts=None, gated=False, bias=True, dtype=torch.float32, device="cpu",
+               requires_grad=False, seed=None):
+    """Random weights (nn.Linear-like scale, never zeros) for widths [in, h1, ..., out].
+    gated: widths [in, hidden, out, ...]; gate and up both map in -> hidden."""
+    gen = torch.Generator().manual_seed(seed if seed is not None else random.randrange(1 << 30))
+    shapes = []
+    for i in range(len(widths) - 1):
+        shapes.append((widths[i + 1], widths[i]))
+        if gated and i == 0:
+            shapes.append((widths[1], widths[0]))
+    weights, biases = [], []
+    for o, i in shapes:
+        w = (torch.rand(o, i, generator=gen, dtype=torch.float64) * 2 - 1) / i ** 0.5
+        b = (torch.rand(o, generator=gen, dtype=torch.float64) * 2 - 1) / i ** 0.5 if bias else None
+        weights.append(w.to(dtype=dtype, device=device).requires_grad_(requires_grad))
+        biases.append(None if b is None else b.to(dtype=dtype, device=device).requires_grad_(requires_grad))
+    if acts is None:
+        acts = ["relu"] * (len(widths) - 2) + ["identity"]
+    return weights, biases, list(acts)
+
+
+def rel_err(out, ref):
+    out, ref = out.double(), ref.double()
+    return ((out - ref).norm() / ref.norm().clamp_min(1e-30)).item()
+
+
+def eps(dtype):
+    return torch.finfo(dtype).eps
