@@ -114,9 +114,13 @@ def make_extension():
     macros = [("Py_LIMITED_API", "0x03090000")]
     libraries = ["torch_cpu", "c10", "stdc++", "m"]
     library_dirs = [torch_lib]
+    include_dirs = ["csrc"]
     if nvcc:
         macros.append(("FMLP_WITH_CUDA", None))
         cuda_home = os.path.dirname(os.path.dirname(os.path.realpath(nvcc)))
+        # the C orchestration of the CUDA path includes cuda_runtime_api.h
+        c_sources += sorted(glob.glob(os.path.join("csrc", "cuda", "*.c")))
+        include_dirs.append(os.path.join(cuda_home, "include"))
         for sub in ("lib64", "lib", os.path.join("targets", "x86_64-linux", "lib")):
             if os.path.exists(os.path.join(cuda_home, sub, "libcudart_static.a")):
                 library_dirs.append(os.path.join(cuda_home, sub))
@@ -125,7 +129,7 @@ def make_extension():
     ext = Extension(
         "fused_mlp._C",
         sources=c_sources,
-        include_dirs=["csrc"],
+        include_dirs=include_dirs,
         define_macros=macros,
         libraries=libraries,
         library_dirs=library_dirs,

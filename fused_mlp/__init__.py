@@ -2,10 +2,10 @@
 fused PyTorch op, with a C/CUDA core registered through the LibTorch stable C ABI."""
 from . import _ops  # noqa: F401  (loads fused_mlp._C and registers the ops)
 from ._activations import CODES as ACTIVATIONS
-from .functional import fused_mlp
+from .functional import explain, fused_mlp
 from .modules import FusedGatedMLP, FusedMLP
 
-__all__ = ["FusedMLP", "FusedGatedMLP", "fused_mlp", "fuse", "ACTIVATIONS"]
+__all__ = ["FusedMLP", "FusedGatedMLP", "fused_mlp", "fuse", "explain", "ACTIVATIONS"]
 __version__ = "0.1.0"
 
 

@@ -133,3 +133,25 @@ def fused_mlp(
     has_bias = [int(b is not None) for b in biases]
     present = [b for b in biases if b is not None]
     return run(x, weights, present, has_bias, acts, float(negative_slope), bool(gated))
+
+
+_DTYPE_CODES = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
+
+
+def explain(x: torch.Tensor, weights: Sequence[torch.Tensor], activation: ActivationSpec = "relu", *,
+            gated: bool = False, output_activation: str = "identity", backward: bool = False) -> dict:
+    """Which strategy the dispatcher picks for this call, and why (no computation runs).
+
+    Returns {"device", "strategy", "why"}. On the CPU there is one strategy (the fused C
+    core); on CUDA the choice depends on rows, widths, dtype and direction."""
+    from . import _C
+
+    rows = x.numel() // x.shape[-1] if x.dim() else 0
+    if x.device.type != "cuda":
+        return {"device": str(x.device), "strategy": "cpu",
+                "why": "CPU: row blocks through all layers with intermediates in cache"}
+    widths = [weights[0].shape[1]] + [w.shape[0] for w in (weights[1:] if gated else weights)]
+    acts = layer_activations(activation, len(widths) - 1, output_activation)
+    name, why = _C.cuda_plan(x.device.index or 0, _DTYPE_CODES[x.dtype], rows, widths, acts, gated,
+                             torch.is_grad_enabled(), backward)
+    return {"device": str(x.device), "strategy": name, "why": why}

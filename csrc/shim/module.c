@@ -7,6 +7,12 @@
 #define Py_LIMITED_API 0x03090000
 #include <Python.h>
 #include "ops.h"
+#include "../fmlp.h"
+#ifdef FMLP_WITH_CUDA
+#include "../fmlp_cuda.h"
+#endif
+#include <stdlib.h>
+#include <string.h>
 
 static const char* SCHEMA_FORWARD =
     "forward(Tensor x, Tensor[] weights, Tensor[] biases, int[] has_bias, int[] activations, "
@@ -43,8 +49,60 @@ static PyObject* has_cuda(PyObject* self, PyObject* args) {
 #endif
 }
 
+/* cuda_plan(device, dtype, M, widths, activations, gated, save, backward) -> (strategy, why)
+ * dtype: 0 float32, 1 bfloat16, 2 float16 (fmlp_dtype). */
+static PyObject* cuda_plan(PyObject* self, PyObject* args) {
+    (void)self;
+    int device, dtype, gated, save, backward;
+    long long M;
+    PyObject *widths, *acts;
+    if (!PyArg_ParseTuple(args, "iiLOOppp", &device, &dtype, &M, &widths, &acts, &gated, &save, &backward))
+        return NULL;
+#ifdef FMLP_WITH_CUDA
+    fmlp_desc d;
+    memset(&d, 0, sizeof d);
+    Py_ssize_t nw = PySequence_Size(widths), na = PySequence_Size(acts);
+    if (nw < 2 || nw > FMLP_MAX_LAYERS + 1 || na != nw - 1) {
+        PyErr_SetString(PyExc_ValueError, "cuda_plan: need len(widths) - 1 == len(activations), 1..32 layers");
+        return NULL;
+    }
+    d.n_layers = (int)na;
+    d.gated = gated;
+    for (Py_ssize_t i = 0; i < nw; i++) {
+        PyObject* o = PySequence_GetItem(widths, i);
+        d.width[i] = PyLong_AsLongLong(o);
+        Py_XDECREF(o);
+    }
+    for (Py_ssize_t i = 0; i < na; i++) {
+        PyObject* o = PySequence_GetItem(acts, i);
+        d.act[i] = (int)PyLong_AsLong(o);
+        Py_XDECREF(o);
+    }
+    if (PyErr_Occurred()) return NULL;
+    fmlp_cuda_ctx c;
+    memset(&c, 0, sizeof c);
+    c.device = device;
+    const char* env = getenv("FUSED_MLP_STRATEGY");
+    for (int k = 1; env && k < FMLP_STRATEGY_COUNT; k++)
+        if (!strcmp(env, fmlp_strategy_name(k))) c.force_strategy = k;
+    fmlp_status st;
+    if (fmlp_cuda_ctx_init(&c, &st) != FMLP_OK) {
+        PyErr_SetString(PyExc_RuntimeError, st.msg);
+        return NULL;
+    }
+    const char* why = "";
+    int s = fmlp_cuda_plan(&d, (fmlp_dtype)dtype, M, save, backward, &c, &why);
+    return Py_BuildValue("(ss)", fmlp_strategy_name(s), why);
+#else
+    (void)device; (void)dtype; (void)M; (void)widths; (void)acts; (void)gated; (void)save; (void)backward;
+    PyErr_SetString(PyExc_RuntimeError, "fused_mlp was built without CUDA kernels");
+    return NULL;
+#endif
+}
+
 static PyMethodDef methods[] = {
     {"has_cuda", has_cuda, METH_NOARGS, "True when this build contains the CUDA kernels."},
+    {"cuda_plan", cuda_plan, METH_VARARGS, "The CUDA strategy for a call, and why."},
     {NULL, NULL, 0, NULL},
 };
 

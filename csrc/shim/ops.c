@@ -12,11 +12,13 @@
 #include <dlfcn.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include "../fmlp.h"
 #ifdef FMLP_WITH_CUDA
 #include "../fmlp_cuda.h"
 #endif
+#include "gemm.h"
 #include "ops.h"
 #include "stable_abi.h"
 
@@ -305,7 +307,16 @@ static fmlp_cpu_ctx cpu_ctx(void) {
 static int is_cpu(const tinfo* x) { return x->dev_type == aoti_torch_device_type_cpu(); }
 
 #ifdef FMLP_WITH_CUDA
-static fmlp_cuda_ctx cuda_ctx(arena* a, const tinfo* x) {
+/* FUSED_MLP_STRATEGY=auto|gemm|small_m forces a strategy where it applies (tests, benchmarks). */
+static int forced_strategy(void) {
+    const char* s = getenv("FUSED_MLP_STRATEGY");
+    if (!s || !*s || !strcmp(s, "auto")) return FMLP_STRATEGY_AUTO;
+    for (int k = 1; k < FMLP_STRATEGY_COUNT; k++)
+        if (!strcmp(s, fmlp_strategy_name(k))) return k;
+    return -1;
+}
+
+static fmlp_cuda_ctx cuda_ctx(arena* a, const tinfo* x, fmlp_shim_gemm_ctx* gctx) {
     static fmlp_get_stream_fn get_stream = NULL;
     if (!get_stream) {
         /* torch loads libtorch_cuda.so with RTLD_LOCAL, so RTLD_DEFAULT cannot see it */
@@ -317,14 +328,25 @@ static fmlp_cuda_ctx cuda_ctx(arena* a, const tinfo* x) {
     memset(&c, 0, sizeof c);
     c.device = x->dev_index;
     if (get_stream(x->dev_index, &c.stream) != 0) fail(a, "fused_mlp: could not get the current CUDA stream");
+    gctx->device_type = x->dev_type;
+    gctx->device_index = x->dev_index;
+    c.gemm = fmlp_shim_gemm;
+    c.gemm_ctx = gctx;
+    c.force_strategy = forced_strategy();
+    if (c.force_strategy < 0)
+        fail(a, "fused_mlp: FUSED_MLP_STRATEGY must be auto, gemm or small_m, got '%s'", getenv("FUSED_MLP_STRATEGY"));
+    fmlp_status st = {0, {0}};
+    if (fmlp_cuda_ctx_init(&c, &st) != FMLP_OK) fail(a, "fused_mlp: %s", st.msg);
     return c;
 }
 #endif
 
+#ifndef FMLP_WITH_CUDA
 static void no_cuda(arena* a) {
     fail(a, "fused_mlp: this build of fused_mlp has no CUDA kernels (it was built without nvcc or "
             "with FUSED_MLP_CUDA=0); reinstall with the CUDA toolkit on PATH to run on CUDA tensors");
 }
+#endif
 
 /* ---- fused_mlp::forward ------------------------------------------------------ */
 /* forward(Tensor x, Tensor[] weights, Tensor[] biases, int[] has_bias, int[] activations,
@@ -359,7 +381,8 @@ void fmlp_boxed_forward(StableIValue* stack, uint64_t nargs, uint64_t nouts) {
         rc = fmlp_forward_cpu(d, dt, M, x.data, &m.p, data_of(out), save ? saved_ptr : NULL, ws, &c, &st);
     } else {
 #ifdef FMLP_WITH_CUDA
-        fmlp_cuda_ctx c = cuda_ctx(&a, &x);
+        fmlp_shim_gemm_ctx gctx;
+        fmlp_cuda_ctx c = cuda_ctx(&a, &x, &gctx);
         void* ws = new_workspace(&a, &x, fmlp_forward_workspace_bytes_cuda(d, dt, M, save, &c));
         rc = fmlp_forward_cuda(d, dt, M, x.data, &m.p, data_of(out), save ? saved_ptr : NULL, ws, &c, &st);
 #else
@@ -443,7 +466,8 @@ void fmlp_boxed_backward(StableIValue* stack, uint64_t nargs, uint64_t nouts) {
         rc = fmlp_backward_cpu(d, dt, M, gout.data, x.data, saved_ptr, &m.p, dx, &g, ws, &c, &st);
     } else {
 #ifdef FMLP_WITH_CUDA
-        fmlp_cuda_ctx c = cuda_ctx(&a, &x);
+        fmlp_shim_gemm_ctx gctx;
+        fmlp_cuda_ctx c = cuda_ctx(&a, &x, &gctx);
         void* ws = new_workspace(&a, &x, fmlp_backward_workspace_bytes_cuda(d, dt, M, &c));
         rc = fmlp_backward_cuda(d, dt, M, gout.data, x.data, saved_ptr, &m.p, dx, &g, ws, &c, &st);
 #else

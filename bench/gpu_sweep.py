@@ -1,0 +1,239 @@
+"""GPU benchmark: eager vs torch.compile vs fused, side by side in one process.
+
+Part 1 (targets): the small-batch targets of the CUDA issue, with the weight-streaming
+floor measured in the same run (weight bytes / device-to-device copy bandwidth).
+Part 2 (sweep): M in {1, 16, 64, 256, 1024, 8192} over four MLPs, bf16 and fp32,
+forward and forward+backward. Times are GPU time per step from CUDA-graph replay
+(median of --replays after warm-up); ratios are against eager in the same run.
+
+    python bench/gpu_sweep.py --out DIR          # full (H100: a few minutes)
+    python bench/gpu_sweep.py --quick            # a couple of shapes
+Writes DIR/sweep.json and DIR/RESULTS.md (a markdown table) and prints the table last.
+"""
+import argparse
+import datetime
+import json
+import os
+import statistics
+import time
+
+import torch
+from torch import nn
+
+import fused_mlp
+
+
+# ----------------------------------------------------------------------------- models
+def plain(widths, act, bias):
+    layers = []
+    for i in range(len(widths) - 1):
+        layers.append(nn.Linear(widths[i], widths[i + 1], bias=bias))
+        if i < len(widths) - 2:
+            layers.append(act())
+    return nn.Sequential(*layers)
+
+
+class GatedMLP(nn.Module):
+    """The eager gated block (Hugging Face LlamaMLP's layout)."""
+
+    def __init__(self, d, h, act):
+        super().__init__()
+        self.gate_proj = nn.Linear(d, h, bias=False)
+        self.up_proj = nn.Linear(d, h, bias=False)
+        self.down_proj = nn.Linear(h, d, bias=False)
+        self.act_fn = act()
+
+    def forward(self, x):
+        return self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))
+
+
+MODELS = {
+    "narrow64x5-relu": lambda: plain([64] * 6, nn.ReLU, True),
+    "geglu-768-3072": lambda: GatedMLP(768, 3072, lambda: nn.GELU(approximate="tanh")),
+    "mlp-1024-4096-gelu_tanh": lambda: plain([1024, 4096, 1024], lambda: nn.GELU(approximate="tanh"), True),
+    "swiglu-4096-14336": lambda: GatedMLP(4096, 14336, nn.SiLU),
+}
+IN_FEATURES = {"narrow64x5-relu": 64, "geglu-768-3072": 768, "mlp-1024-4096-gelu_tanh": 1024, "swiglu-4096-14336": 4096}
+
+
+def fused_copy(model):
+    if isinstance(model, GatedMLP):
+        return fused_mlp.FusedGatedMLP(model.gate_proj, model.up_proj, model.down_proj, model.act_fn)
+    return fused_mlp.FusedMLP.from_sequential(model)
+
+
+# ----------------------------------------------------------------------------- timing
+def graph_time_us(step, replays):
+    """Median GPU time of one step from CUDA-graph replay (µs), or None if it can't be captured."""
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        for _ in range(3):
+            step()
+    torch.cuda.current_stream().wait_stream(s)
+    g = torch.cuda.CUDAGraph()
+    try:
+        with torch.cuda.graph(g):
+            step()
+    except Exception as e:  # noqa: BLE001  (reported in the table)
+        print(f"    capture failed: {type(e).__name__}: {str(e).splitlines()[0][:120]}")
+        return None
+    for _ in range(3):
+        g.replay()
+    times = []
+    for _ in range(replays):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        g.replay()
+        b.record()
+        b.synchronize()
+        times.append(a.elapsed_time(b) * 1e3)
+    return statistics.median(times)
+
+
+def loop_time_us(step, iters=200):
+    """Wall time per call of a Python loop (launch overhead included), µs."""
+    for _ in range(10):
+        step()
+    torch.cuda.synchronize()
+    t = time.perf_counter()
+    for _ in range(iters):
+        step()
+    torch.cuda.synchronize()
+    return (time.perf_counter() - t) / iters * 1e6
+
+
+def copy_bandwidth_gbs():
+    n = 1 << 28  # 256 MiB
+    a = torch.empty(n, dtype=torch.uint8, device="cuda")
+    b = torch.empty_like(a)
+    a.random_()
+    for _ in range(3):
+        b.copy_(a)
+    times = []
+    for _ in range(20):
+        e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        e0.record()
+        b.copy_(a)
+        e1.record()
+        e1.synchronize()
+        times.append(e0.elapsed_time(e1) * 1e-3)
+    return 2 * n / statistics.median(times) / 1e9
+
+
+def make_step(model, x, train):
+    if train:
+        def step():
+            model(x).sum().backward()
+    else:
+        def step():
+            with torch.no_grad():
+                model(x)
+    return step
+
+
+# ----------------------------------------------------------------------------- parts
+def targets(replays):
+    bw = copy_bandwidth_gbs()
+    rows = []
+    torch.manual_seed(0)
+    for name, m_list, want in (("mlp-1024-4096-gelu_tanh", (1, 16), "floor"),
+                               ("geglu-768-3072", (64,), "1.5x")):
+        eager = MODELS[name]().cuda().bfloat16()
+        fused = fused_copy(eager)
+        wbytes = sum(p.numel() * p.element_size() for p in eager.parameters())
+        floor_us = wbytes / (bw * 1e9) * 1e6
+        for m in m_list:
+            x = torch.randn(m, IN_FEATURES[name], device="cuda", dtype=torch.bfloat16)
+            te = graph_time_us(make_step(eager, x, False), replays)
+            tf = graph_time_us(make_step(fused, x, False), replays)
+            le = loop_time_us(make_step(eager, x, False))
+            lf = loop_time_us(make_step(fused, x, False))
+            strategy = fused_mlp.explain(x, [p for p in fused.parameters() if p.dim() == 2], "gelu_tanh",
+                                         gated=name.startswith("geglu"))["strategy"]
+            rows.append(dict(model=name, M=m, floor_us=floor_us, eager_graph_us=te, fused_graph_us=tf,
+                             eager_loop_us=le, fused_loop_us=lf, strategy=strategy, copy_gbs=bw, want=want))
+    return rows
+
+
+def sweep(replays, quick):
+    ms = [1, 64, 8192] if quick else [1, 16, 64, 256, 1024, 8192]
+    models = ["narrow64x5-relu", "geglu-768-3072"] if quick else list(MODELS)
+    rows = []
+    for name in models:
+        for dtype in (torch.bfloat16, torch.float32):
+            torch.manual_seed(0)
+            eager = MODELS[name]().cuda().to(dtype)
+            fused = fused_copy(eager)
+            compiled = torch.compile(eager, dynamic=True)
+            for train in (False, True):
+                for m in ms:
+                    x = torch.randn(m, IN_FEATURES[name], device="cuda", dtype=dtype, requires_grad=train)
+                    t = {}
+                    for label, mod in (("eager", eager), ("compile", compiled), ("fused", fused)):
+                        try:
+                            t[label] = graph_time_us(make_step(mod, x, train), replays)
+                        except Exception as e:  # noqa: BLE001
+                            print(f"    {label} failed: {type(e).__name__}: {str(e).splitlines()[0][:120]}")
+                            t[label] = None
+                    for p in eager.parameters():
+                        p.grad = None
+                    row = dict(model=name, dtype=str(dtype).replace("torch.", ""), mode="fwd+bwd" if train else "fwd",
+                               M=m, **t)
+                    rows.append(row)
+                    print(fmt_row(row), flush=True)
+    return rows
+
+
+def ratio(a, b):
+    return f"{a / b:.2f}x" if a and b else "n/a"
+
+
+def us(v):
+    return f"{v:.1f}" if v else "n/a"
+
+
+def fmt_row(r):
+    return (f"| {r['model']} | {r['dtype']} | {r['mode']} | {r['M']} | {us(r['eager'])} | {us(r['compile'])} | "
+            f"{us(r['fused'])} | {ratio(r['eager'], r['fused'])} | {ratio(r['compile'], r['fused'])} |")
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="bench_out")
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--replays", type=int, default=30)
+    p.add_argument("--skip-sweep", action="store_true")
+    args = p.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    dev = torch.cuda.get_device_name()
+    head = f"{dev}, torch {torch.__version__}, {datetime.date.today()}, `python bench/gpu_sweep.py`"
+    t_rows = targets(args.replays)
+    s_rows = [] if args.skip_sweep else sweep(args.replays, args.quick)
+    with open(os.path.join(args.out, "sweep.json"), "w") as f:
+        json.dump(dict(device=dev, targets=t_rows, sweep=s_rows), f, indent=1)
+    lines = [f"# GPU results\n\n{head}\n", "## Small-batch targets (bf16, forward)\n",
+             "| model | M | strategy | floor µs | eager graph µs | fused graph µs | fused/floor | speedup graph | "
+             "eager loop µs | fused loop µs | speedup loop |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in t_rows:
+        lines.append(f"| {r['model']} | {r['M']} | {r['strategy']} | {r['floor_us']:.1f} | {us(r['eager_graph_us'])} | "
+                     f"{us(r['fused_graph_us'])} | {ratio(r['fused_graph_us'], r['floor_us'])} | "
+                     f"{ratio(r['eager_graph_us'], r['fused_graph_us'])} | {r['eager_loop_us']:.1f} | "
+                     f"{r['fused_loop_us']:.1f} | {ratio(r['eager_loop_us'], r['fused_loop_us'])} |")
+    lines.append(f"\ncopy bandwidth (read + write): {t_rows[0]['copy_gbs']:.0f} GB/s\n")
+    if s_rows:
+        lines += ["## Sweep (GPU time per step, CUDA-graph replay, µs; ratio > 1: fused faster)\n",
+                  "| model | dtype | mode | M | eager | compile | fused | eager/fused | compile/fused |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        lines += [fmt_row(r) for r in s_rows]
+        worst = min((r["eager"] / r["fused"], r["model"], r["dtype"], r["mode"], r["M"]) for r in s_rows
+                    if r["eager"] and r["fused"])
+        lines.append(f"\nworst eager/fused ratio: {worst[0]:.2f}x ({worst[1]}, {worst[2]}, {worst[3]}, M={worst[4]})")
+    text = "\n".join(lines) + "\n"
+    with open(os.path.join(args.out, "RESULTS.md"), "w") as f:
+        f.write(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,114 @@
+/* fmlp_dispatch.c — the CUDA dispatcher: which strategy runs a call, and why.
+ *
+ * All the rules live in fmlp_cuda_plan below, each with the measurement behind it
+ * (bench/RESULTS.md, NOTES.md). The entry points fmlp_forward_cuda / fmlp_backward_cuda
+ * (fmlp_cuda.h) plan, size the workspace the same way, make ctx->device current, and
+ * run the chosen strategy. */
+#include <cuda_runtime_api.h>
+#include "../fmlp_cuda.h"
+#include "fmlp_gemm_path.h"
+
+static const char* NAMES[FMLP_STRATEGY_COUNT] = {"auto", "gemm", "small_m"};
+
+const char* fmlp_strategy_name(int s) { return (s >= 0 && s < FMLP_STRATEGY_COUNT) ? NAMES[s] : "unknown"; }
+
+int fmlp_cuda_ctx_init(fmlp_cuda_ctx* ctx, fmlp_status* st) {
+    static int cached_sm[64], cached_major[64], cached_minor[64];
+    int dev = ctx->device;
+    if (dev < 0 || dev >= 64) return fmlp_fail(st, FMLP_ERR_INVALID, "CUDA device index %d out of range", dev);
+    if (!cached_sm[dev]) {
+        if (cudaDeviceGetAttribute(&cached_major[dev], cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
+            cudaDeviceGetAttribute(&cached_minor[dev], cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess ||
+            cudaDeviceGetAttribute(&cached_sm[dev], cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
+            cached_sm[dev] = 0;
+            return fmlp_fail(st, FMLP_ERR_BACKEND, "cannot query CUDA device %d", dev);
+        }
+    }
+    ctx->sm_count = cached_sm[dev];
+    ctx->cc_major = cached_major[dev];
+    ctx->cc_minor = cached_minor[dev];
+    if (ctx->cc_major < 8)
+        return fmlp_fail(st, FMLP_ERR_UNSUPPORTED,
+                         "CUDA device %d has compute capability %d.%d; fused_mlp's kernels need 8.0 or newer "
+                         "(A100, H100, H200, ...)", dev, ctx->cc_major, ctx->cc_minor);
+    return FMLP_OK;
+}
+
+/* The rules. */
+int fmlp_cuda_plan(const fmlp_desc* d, fmlp_dtype dt, int64_t M, int save, int backward,
+                   const fmlp_cuda_ctx* ctx, const char** why) {
+    const char* small_why = "";
+    int small_ok = !backward && fmlp_small_m_supported(d, dt, M, ctx, &small_why);
+    if (ctx->force_strategy == FMLP_STRATEGY_SMALL_M && small_ok) {
+        *why = "forced: FUSED_MLP_STRATEGY=small_m";
+        return FMLP_STRATEGY_SMALL_M;
+    }
+    if (ctx->force_strategy == FMLP_STRATEGY_GEMM) {
+        *why = "forced: FUSED_MLP_STRATEGY=gemm";
+        return FMLP_STRATEGY_GEMM;
+    }
+    (void)save;
+    if (backward) {
+        *why = "backward: cuBLAS GEMMs for dW and dx, fused activation-backward and bias-gradient passes";
+        return FMLP_STRATEGY_GEMM;
+    }
+    if (small_ok) {
+        *why = "M <= 64: weight streaming is the floor and eager is launch-bound; one launch for all layers";
+        return FMLP_STRATEGY_SMALL_M;
+    }
+    *why = M <= 64 ? small_why : "large M: compute-bound; cuBLAS GEMMs with fused bias/activation epilogues";
+    return FMLP_STRATEGY_GEMM;
+}
+
+size_t fmlp_forward_workspace_bytes_cuda(const fmlp_desc* d, fmlp_dtype dt, int64_t M, int save,
+                                         const fmlp_cuda_ctx* ctx) {
+    const char* why;
+    if (fmlp_cuda_plan(d, dt, M, save, 0, ctx, &why) == FMLP_STRATEGY_SMALL_M)
+        return fmlp_small_m_workspace_bytes(d, dt, M, ctx);
+    return fmlp_gemm_forward_ws(d, dt, M, save);
+}
+
+size_t fmlp_backward_workspace_bytes_cuda(const fmlp_desc* d, fmlp_dtype dt, int64_t M, const fmlp_cuda_ctx* ctx) {
+    (void)ctx;
+    return fmlp_gemm_backward_ws(d, dt, M);
+}
+
+/* Runs with ctx->device current, restoring the caller's device after. */
+typedef struct {
+    int prev;
+} device_guard;
+
+static int guard_enter(device_guard* g, int dev, fmlp_status* st) {
+    if (cudaGetDevice(&g->prev) != cudaSuccess) return fmlp_fail(st, FMLP_ERR_BACKEND, "cudaGetDevice failed");
+    if (g->prev != dev && cudaSetDevice(dev) != cudaSuccess)
+        return fmlp_fail(st, FMLP_ERR_BACKEND, "cudaSetDevice(%d) failed", dev);
+    return FMLP_OK;
+}
+
+static void guard_exit(const device_guard* g, int dev) {
+    if (g->prev != dev) cudaSetDevice(g->prev);
+}
+
+int fmlp_forward_cuda(const fmlp_desc* d, fmlp_dtype dt, int64_t M, const void* x, const fmlp_params* p, void* out,
+                      void* const* saved, void* ws, const fmlp_cuda_ctx* ctx, fmlp_status* st) {
+    const char* why;
+    int strategy = fmlp_cuda_plan(d, dt, M, saved != NULL, 0, ctx, &why);
+    device_guard g;
+    int rc = guard_enter(&g, ctx->device, st);
+    if (rc) return rc;
+    if (strategy == FMLP_STRATEGY_SMALL_M) rc = fmlp_forward_small_m_cuda(d, dt, M, x, p, out, saved, ws, ctx, st);
+    else rc = fmlp_forward_gemm_cuda(d, dt, M, x, p, out, saved, ws, ctx, st);
+    guard_exit(&g, ctx->device);
+    return rc;
+}
+
+int fmlp_backward_cuda(const fmlp_desc* d, fmlp_dtype dt, int64_t M, const void* dout, const void* x,
+                       const void* const* saved, const fmlp_params* p, void* dx, const fmlp_grads* gr, void* ws,
+                       const fmlp_cuda_ctx* ctx, fmlp_status* st) {
+    device_guard g;
+    int rc = guard_enter(&g, ctx->device, st);
+    if (rc) return rc;
+    rc = fmlp_backward_gemm_cuda(d, dt, M, dout, x, saved, p, dx, gr, ws, ctx, st);
+    guard_exit(&g, ctx->device);
+    return rc;
+}

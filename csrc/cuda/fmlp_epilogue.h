@@ -1,0 +1,43 @@
+/* fmlp_epilogue.h — elementwise CUDA kernels of the GEMM strategy (fmlp_epilogue.cu).
+ * All tensors are row-major (M, N) in dtype dt unless stated; float32 arithmetic;
+ * launched on `stream`; return FMLP_OK or a CUDA error in st. */
+#ifndef FMLP_EPILOGUE_H
+#define FMLP_EPILOGUE_H
+#include "../fmlp.h"
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* z := z + bias (bias (N,) or NULL);  h := act(z).  h may alias z (then z is not kept). */
+int fmlp_launch_bias_act(fmlp_dtype dt, int64_t M, int64_t N, void* z, const void* bias, void* h,
+                         int act, float slope, void* stream, fmlp_status* st);
+
+/* zg += bg; zu += bu;  h := act(zg) * zu.  h may alias zg. */
+int fmlp_launch_glu(fmlp_dtype dt, int64_t M, int64_t N, void* zg, void* zu, const void* bg,
+                    const void* bu, void* h, int act, float slope, void* stream, fmlp_status* st);
+
+/* h := act(z) (the input of the next layer, rebuilt from a saved z);
+ * gated (zu != NULL): h := act(z) * zu. */
+int fmlp_launch_act(fmlp_dtype dt, int64_t M, int64_t N, const void* z, const void* zu, void* h,
+                    int act, float slope, void* stream, fmlp_status* st);
+
+/* dz := g * act'(z).  dz may alias g. */
+int fmlp_launch_dact(fmlp_dtype dt, int64_t M, int64_t N, const void* g, const void* z, void* dz,
+                     int act, float slope, void* stream, fmlp_status* st);
+
+/* dzg := g * zu * act'(zg);  dzu := g * act(zg).  dzg may alias g. */
+int fmlp_launch_dglu(fmlp_dtype dt, int64_t M, int64_t N, const void* g, const void* zg,
+                     const void* zu, void* dzg, void* dzu, int act, float slope, void* stream,
+                     fmlp_status* st);
+
+/* db[n] := sum_m dz[m, n]; acc is float32 scratch of N elements (zeroed here). */
+int fmlp_launch_colsum(fmlp_dtype dt, int64_t M, int64_t N, const void* dz, void* db, float* acc,
+                       void* stream, fmlp_status* st);
+
+/* y := y + t (n elements). */
+int fmlp_launch_add(fmlp_dtype dt, int64_t n, void* y, const void* t, void* stream, fmlp_status* st);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# gpu_check.sh — the one GPU script: build with CUDA, run the whole test suite with the
+# CUDA tests enabled, compute-sanitizer memcheck on a kernel smoke test, then the
+# benchmark sweep; the short table comes last. Full logs go to $OUT (default ./gpu_out).
+#
+#   bash tools/gpu_check.sh            # everything
+#   bash tools/gpu_check.sh --quick    # build, CUDA tests, quick sweep
+#   bash tools/gpu_check.sh --bench    # build + sweep only
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-$PWD/gpu_out}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+MODE=${1:-full}
+PY=${PYTHON:-python3}
+summary=()
+
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv,noheader > "$OUT/gpu.txt" 2>&1
+echo "== build ($(cat "$OUT/gpu.txt"))"
+if ! FUSED_MLP_CUDA=1 $PY -m pip install -v --no-build-isolation --no-deps -e . > "$OUT/build.log" 2>&1; then
+    grep -E "error|Error" "$OUT/build.log" | head -40
+    echo "BUILD FAILED (log: $OUT/build.log)"
+    exit 1
+fi
+$PY -c "import fused_mlp, torch; assert fused_mlp._C.has_cuda(); print('fused_mlp CUDA build OK,', torch.__version__)"
+
+if [ "$MODE" != "--bench" ]; then
+    echo "== tests"
+    if [ "$MODE" = "--quick" ]; then tests="tests/test_cuda.py tests/test_numerics.py tests/test_gradients.py tests/test_ops.py"; else tests="tests"; fi
+    $PY -m pytest $tests -q -p no:cacheprovider -x --tb=short > "$OUT/tests.log" 2>&1
+    rc=$?
+    tail -30 "$OUT/tests.log"
+    summary+=("tests: $(tail -1 "$OUT/tests.log") (exit $rc)")
+fi
+
+if [ "$MODE" = "full" ]; then
+    echo "== compute-sanitizer memcheck"
+    compute-sanitizer --tool memcheck --error-exitcode 9 $PY tools/kernel_smoke.py > "$OUT/memcheck.log" 2>&1
+    rc=$?
+    tail -5 "$OUT/memcheck.log"
+    summary+=("memcheck: $(grep -E 'ERROR SUMMARY' "$OUT/memcheck.log" | tail -1) (exit $rc)")
+fi
+
+echo "== benchmarks"
+if [ "$MODE" = "--quick" ]; then bargs="--quick --replays 10"; else bargs=""; fi
+$PY bench/gpu_sweep.py --out "$OUT" $bargs > "$OUT/bench.log" 2>&1
+rc=$?
+[ $rc -ne 0 ] && tail -30 "$OUT/bench.log"
+echo
+echo "================ summary ================"
+for s in "${summary[@]}"; do echo "$s"; done
+[ -f "$OUT/RESULTS.md" ] && sed -n '/Small-batch targets/,/copy bandwidth/p' "$OUT/RESULTS.md" && grep "worst eager" "$OUT/RESULTS.md"
