@@ -47,7 +47,7 @@ template <typename T, int V> struct Chunk {
 
 // z (M, N): z += bias; h = act(z); z written back only when h != z.
 template <typename T, int V>
-__global__ void bias_act_kernel(int64_t chunks, int64_t N, T* z, const T* bias, T* h, int act, float slope) {
+__global__ void fmlp_gemm_bias_act_kernel(int64_t chunks, int64_t N, T* z, const T* bias, T* h, int act, float slope) {
     FMLP_GRID_LOOP(chunks) {
         int64_t i = c * V;
         Chunk<T, V> a;
@@ -62,7 +62,7 @@ __global__ void bias_act_kernel(int64_t chunks, int64_t N, T* z, const T* bias, 
 
 // zg, zu (M, N): += biases; h = act(zg) * zu.
 template <typename T, int V>
-__global__ void glu_kernel(int64_t chunks, int64_t N, T* zg, T* zu, const T* bg, const T* bu, T* h, int act,
+__global__ void fmlp_gemm_glu_kernel(int64_t chunks, int64_t N, T* zg, T* zu, const T* bg, const T* bu, T* h, int act,
                            float slope, int keep) {
     FMLP_GRID_LOOP(chunks) {
         int64_t i = c * V;
@@ -83,7 +83,7 @@ __global__ void glu_kernel(int64_t chunks, int64_t N, T* zg, T* zu, const T* bg,
 
 // h = act(z) [* zu]
 template <typename T, int V>
-__global__ void act_kernel(int64_t chunks, const T* z, const T* zu, T* h, int act, float slope) {
+__global__ void fmlp_gemm_act_kernel(int64_t chunks, const T* z, const T* zu, T* h, int act, float slope) {
     FMLP_GRID_LOOP(chunks) {
         int64_t i = c * V;
         Chunk<T, V> a, u;
@@ -97,7 +97,7 @@ __global__ void act_kernel(int64_t chunks, const T* z, const T* zu, T* h, int ac
 
 // dz = g * act'(z)
 template <typename T, int V>
-__global__ void dact_kernel(int64_t chunks, const T* g, const T* z, T* dz, int act, float slope) {
+__global__ void fmlp_gemm_dact_kernel(int64_t chunks, const T* g, const T* z, T* dz, int act, float slope) {
     FMLP_GRID_LOOP(chunks) {
         int64_t i = c * V;
         Chunk<T, V> a, b;
@@ -111,7 +111,7 @@ __global__ void dact_kernel(int64_t chunks, const T* g, const T* z, T* dz, int a
 
 // dzg = g * zu * act'(zg); dzu = g * act(zg)
 template <typename T, int V>
-__global__ void dglu_kernel(int64_t chunks, const T* g, const T* zg, const T* zu, T* dzg, T* dzu, int act,
+__global__ void fmlp_gemm_dglu_kernel(int64_t chunks, const T* g, const T* zg, const T* zu, T* dzg, T* dzu, int act,
                             float slope) {
     FMLP_GRID_LOOP(chunks) {
         int64_t i = c * V;
@@ -130,7 +130,7 @@ __global__ void dglu_kernel(int64_t chunks, const T* g, const T* zg, const T* zu
 }
 
 template <typename T, int V>
-__global__ void add_kernel(int64_t chunks, T* y, const T* t) {
+__global__ void fmlp_gemm_add_kernel(int64_t chunks, T* y, const T* t) {
     FMLP_GRID_LOOP(chunks) {
         int64_t i = c * V;
         Chunk<T, V> a, b;
@@ -145,7 +145,7 @@ __global__ void add_kernel(int64_t chunks, T* y, const T* t) {
 // Column sums: block (32, 8) owns 32 columns of a slice of rows; partial sums meet in
 // acc (float32, global) through atomicAdd.
 template <typename T>
-__global__ void colsum_kernel(int64_t M, int64_t N, const T* dz, float* acc) {
+__global__ void fmlp_gemm_colsum_kernel(int64_t M, int64_t N, const T* dz, float* acc) {
     __shared__ float part[8][33];
     int64_t n = blockIdx.x * 32 + threadIdx.x;
     float s = 0.f;
@@ -162,7 +162,7 @@ __global__ void colsum_kernel(int64_t M, int64_t N, const T* dz, float* acc) {
 }
 
 template <typename T>
-__global__ void store_f32_kernel(int64_t n, const float* acc, T* out) {
+__global__ void fmlp_gemm_store_f32_kernel(int64_t n, const float* acc, T* out) {
     FMLP_GRID_LOOP(n) out[c] = fmlp_from_f32<T>(acc[c]);
 }
 
@@ -193,7 +193,7 @@ int grid_for(int64_t chunks) {
 extern "C" int fmlp_launch_bias_act(fmlp_dtype dt, int64_t M, int64_t N, void* z, const void* bias, void* h,
                                     int act, float slope, void* stream, fmlp_status* st) {
     cudaStream_t s = (cudaStream_t)stream;
-    FMLP_LAUNCH_VEC(dt, M, N, bias_act_kernel, N, (T*)z, (const T*)bias, (T*)h, act, slope);
+    FMLP_LAUNCH_VEC(dt, M, N, fmlp_gemm_bias_act_kernel, N, (T*)z, (const T*)bias, (T*)h, act, slope);
     return fmlp_cuda_check(cudaGetLastError(), st, "bias+activation kernel");
 }
 
@@ -201,21 +201,21 @@ extern "C" int fmlp_launch_glu(fmlp_dtype dt, int64_t M, int64_t N, void* zg, vo
                                const void* bu, void* h, int act, float slope, void* stream, fmlp_status* st) {
     cudaStream_t s = (cudaStream_t)stream;
     int keep = h != zg;
-    FMLP_LAUNCH_VEC(dt, M, N, glu_kernel, N, (T*)zg, (T*)zu, (const T*)bg, (const T*)bu, (T*)h, act, slope, keep);
+    FMLP_LAUNCH_VEC(dt, M, N, fmlp_gemm_glu_kernel, N, (T*)zg, (T*)zu, (const T*)bg, (const T*)bu, (T*)h, act, slope, keep);
     return fmlp_cuda_check(cudaGetLastError(), st, "gated activation kernel");
 }
 
 extern "C" int fmlp_launch_act(fmlp_dtype dt, int64_t M, int64_t N, const void* z, const void* zu, void* h,
                                int act, float slope, void* stream, fmlp_status* st) {
     cudaStream_t s = (cudaStream_t)stream;
-    FMLP_LAUNCH_VEC(dt, M, N, act_kernel, (const T*)z, (const T*)zu, (T*)h, act, slope);
+    FMLP_LAUNCH_VEC(dt, M, N, fmlp_gemm_act_kernel, (const T*)z, (const T*)zu, (T*)h, act, slope);
     return fmlp_cuda_check(cudaGetLastError(), st, "activation kernel");
 }
 
 extern "C" int fmlp_launch_dact(fmlp_dtype dt, int64_t M, int64_t N, const void* g, const void* z, void* dz,
                                 int act, float slope, void* stream, fmlp_status* st) {
     cudaStream_t s = (cudaStream_t)stream;
-    FMLP_LAUNCH_VEC(dt, M, N, dact_kernel, (const T*)g, (const T*)z, (T*)dz, act, slope);
+    FMLP_LAUNCH_VEC(dt, M, N, fmlp_gemm_dact_kernel, (const T*)g, (const T*)z, (T*)dz, act, slope);
     return fmlp_cuda_check(cudaGetLastError(), st, "activation backward kernel");
 }
 
@@ -223,14 +223,14 @@ extern "C" int fmlp_launch_dglu(fmlp_dtype dt, int64_t M, int64_t N, const void*
                                 const void* zu, void* dzg, void* dzu, int act, float slope, void* stream,
                                 fmlp_status* st) {
     cudaStream_t s = (cudaStream_t)stream;
-    FMLP_LAUNCH_VEC(dt, M, N, dglu_kernel, (const T*)g, (const T*)zg, (const T*)zu, (T*)dzg, (T*)dzu, act, slope);
+    FMLP_LAUNCH_VEC(dt, M, N, fmlp_gemm_dglu_kernel, (const T*)g, (const T*)zg, (const T*)zu, (T*)dzg, (T*)dzu, act, slope);
     return fmlp_cuda_check(cudaGetLastError(), st, "gated activation backward kernel");
 }
 
 extern "C" int fmlp_launch_add(fmlp_dtype dt, int64_t n, void* y, const void* t, void* stream, fmlp_status* st) {
     cudaStream_t s = (cudaStream_t)stream;
     int64_t one = 1;
-    FMLP_LAUNCH_VEC(dt, one, n, add_kernel, (T*)y, (const T*)t);
+    FMLP_LAUNCH_VEC(dt, one, n, fmlp_gemm_add_kernel, (T*)y, (const T*)t);
     return fmlp_cuda_check(cudaGetLastError(), st, "add kernel");
 }
 
@@ -246,8 +246,8 @@ extern "C" int fmlp_launch_colsum(fmlp_dtype dt, int64_t M, int64_t N, const voi
     if (splits > max_splits) splits = max_splits;
     if (splits < 1) splits = 1;
     FMLP_DISPATCH_DTYPE(dt, {
-        if (M > 0) colsum_kernel<T><<<dim3((unsigned)col_blocks, (unsigned)splits), dim3(32, 8), 0, s>>>(M, N, (const T*)dz, acc);
-        store_f32_kernel<T><<<grid_for(N), kThreads, 0, s>>>(N, acc, (T*)db);
+        if (M > 0) fmlp_gemm_colsum_kernel<T><<<dim3((unsigned)col_blocks, (unsigned)splits), dim3(32, 8), 0, s>>>(M, N, (const T*)dz, acc);
+        fmlp_gemm_store_f32_kernel<T><<<grid_for(N), kThreads, 0, s>>>(N, acc, (T*)db);
     });
     return fmlp_cuda_check(cudaGetLastError(), st, "bias gradient kernel");
 }
