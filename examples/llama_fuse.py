@@ -48,8 +48,7 @@ def main():
         batch, seq, repeats = 1, 1, 20  # one decode-sized step: where fusion pays most
     dtype = torch.bfloat16 if a.device == "cuda" else torch.float32
     eager = LlamaForCausalLM(cfg).to(a.device, dtype).eval()
-    fused = fused_mlp.fuse(copy.deepcopy(eager))
-    report = fused_mlp.convert.last_report(fused)
+    fused, report = fused_mlp.convert.fuse_with_report(copy.deepcopy(eager))
     ids = torch.randint(0, cfg.vocab_size, (batch, seq), device=a.device)
     with torch.no_grad():
         want, got = eager(ids).logits.float(), fused(ids).logits.float()

@@ -39,6 +39,7 @@ _BY_CLASS_NAME = {
     "transformers.activations.PytorchGELUTanh": "gelu_tanh",
     "transformers.activations.GELUTanh": "gelu_tanh",
     "transformers.activations.SiLUActivation": "silu",
+    "transformers.activations.LinearActivation": "identity",
     # timm.layers.activations
     "timm.layers.activations.GELUTanh": "gelu_tanh",
     "timm.layers.activations.Swish": "silu",
@@ -69,21 +70,24 @@ def from_module(m: nn.Module) -> Optional[Tuple[str, float]]:
     """(canonical name, negative_slope) for an activation module we can fuse, else None.
 
     Identity and Dropout(p=0) count as 'identity' (they change nothing)."""
-    if isinstance(m, nn.Identity):
+    def exactly(c):  # the class, or a subclass that keeps its forward
+        return isinstance(m, c) and type(m).forward is c.forward
+
+    if exactly(nn.Identity):
         return "identity", 0.0
-    if isinstance(m, nn.Dropout) and m.p == 0:
+    if exactly(nn.Dropout) and m.p == 0:
         return "identity", 0.0
-    if isinstance(m, nn.ReLU):
+    if exactly(nn.ReLU):
         return "relu", 0.0
-    if isinstance(m, nn.GELU):
+    if exactly(nn.GELU):
         return ("gelu_tanh" if m.approximate == "tanh" else "gelu"), 0.0
-    if isinstance(m, nn.SiLU):
+    if exactly(nn.SiLU):
         return "silu", 0.0
-    if isinstance(m, nn.Tanh):
+    if exactly(nn.Tanh):
         return "tanh", 0.0
-    if isinstance(m, nn.Sigmoid):
+    if exactly(nn.Sigmoid):
         return "sigmoid", 0.0
-    if isinstance(m, nn.LeakyReLU):
+    if exactly(nn.LeakyReLU):
         return "leaky_relu", float(m.negative_slope)
     cls = type(m)
     qual = f"{cls.__module__}.{cls.__name__}"

@@ -13,6 +13,8 @@ from torch import nn
 from . import _activations
 from .functional import run
 
+MAX_LAYERS = 32  # FMLP_MAX_LAYERS in csrc/fmlp.h: longer runs are split
+
 
 class _Run:
     """A maximal run of children executed as one fused op: Linear (act)? Linear (act)? ..."""
@@ -28,16 +30,28 @@ class _Run:
         self.last = first
 
 
+def _plain_linear(m: nn.Module) -> bool:
+    """An nn.Linear whose forward is nn.Linear's own (not LoRA, not quantized), with
+    no hooks that running it fused would skip."""
+    return (isinstance(m, nn.Linear) and type(m).forward is nn.Linear.forward
+            and isinstance(getattr(m, "weight", None), torch.Tensor) and not _has_hooks(m))
+
+
+def _has_hooks(m: nn.Module) -> bool:
+    return bool(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks
+                or getattr(m, "_backward_pre_hooks", None))
+
+
 def _plan(children: Sequence[nn.Module]):
     """Splits children into fused runs and modules run as they are. A Linear starts or
     continues a run; after it, at most one activation (Identity and Dropout(p=0) are
-    transparent) joins the run; anything else ends it."""
+    transparent) joins the run; anything else ends it, and so does the op's layer limit."""
     steps: list = []
     cur: Optional[_Run] = None
     act_seen = False
     for i, m in enumerate(children):
-        if isinstance(m, nn.Linear) and type(m) is nn.Linear or isinstance(m, nn.Linear) and not _is_quantized(m):
-            if cur is None:
+        if _plain_linear(m):
+            if cur is None or len(cur.linears) == MAX_LAYERS:
                 cur = _Run(i)
                 steps.append(cur)
             cur.linears.append(m)
@@ -46,7 +60,7 @@ def _plan(children: Sequence[nn.Module]):
             cur.last = i
             act_seen = False
             continue
-        act = _activations.from_module(m) if cur is not None else None
+        act = _activations.from_module(m) if cur is not None and not _has_hooks(m) else None
         if act is not None:
             name, slope = act
             if name == "identity":
@@ -69,10 +83,6 @@ def _plan(children: Sequence[nn.Module]):
 def _names(run: _Run):
     inv = {v: k for k, v in _activations.CODES.items()}
     return [inv[c] for c in run.activations]
-
-
-def _is_quantized(m: nn.Module) -> bool:
-    return not isinstance(getattr(m, "weight", None), torch.Tensor)
 
 
 class FusedMLP(nn.Sequential):
@@ -111,7 +121,7 @@ class FusedMLP(nn.Sequential):
         if not isinstance(seq, nn.Sequential):
             raise TypeError(f"seq must be an nn.Sequential, got {type(seq).__name__}")
         fused = cls(OrderedDict(seq.named_children()))
-        fused.train(seq.training)
+        fused.training = seq.training  # the container's mode only; children keep theirs
         return fused
 
     @classmethod
@@ -195,8 +205,8 @@ class FusedGatedMLP(FusedMLP):
         object.__setattr__(self, "_gate_act", _activations.CODES[act_name])
         object.__setattr__(self, "_gate_slope", float(slope))
 
-    def _refresh_plan(self):  # the gated block has one fixed plan
-        object.__setattr__(self, "_plan_key", ())
+    def _refresh_plan(self):  # the gated block has one fixed plan, run by forward
+        object.__setattr__(self, "_plan_key", tuple(self._modules.values()))
         object.__setattr__(self, "_plan_steps", [])
 
     @property
