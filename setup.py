@@ -55,6 +55,16 @@ def find_nvcc():
     return None
 
 
+def find_cuda_home(nvcc):
+    """The toolkit root holding the runtime headers (nvcc may be a wrapper script)."""
+    candidates = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"),
+                  os.path.dirname(os.path.dirname(os.path.realpath(nvcc))), "/usr/local/cuda"]
+    for c in filter(None, candidates):
+        if os.path.exists(os.path.join(c, "include", "cuda_runtime_api.h")):
+            return c
+    fail(f"found nvcc ({nvcc}) but no CUDA toolkit headers (include/cuda_runtime_api.h); set CUDA_HOME")
+
+
 def want_cuda():
     flag = os.environ.get("FUSED_MLP_CUDA", "").strip()
     if flag not in ("", "0", "1"):
@@ -117,7 +127,7 @@ def make_extension():
     include_dirs = ["csrc"]
     if nvcc:
         macros.append(("FMLP_WITH_CUDA", None))
-        cuda_home = os.path.dirname(os.path.dirname(os.path.realpath(nvcc)))
+        cuda_home = find_cuda_home(nvcc)
         # the C orchestration of the CUDA path includes cuda_runtime_api.h
         c_sources += sorted(glob.glob(os.path.join("csrc", "cuda", "*.c")))
         include_dirs.append(os.path.join(cuda_home, "include"))
