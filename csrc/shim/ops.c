@@ -150,6 +150,8 @@ static void shape_str(const tinfo* t, char* buf, size_t n) {
 }
 
 static int is_contiguous(const tinfo* t) {
+    for (int64_t i = 0; i < t->dim; i++)
+        if (t->sizes[i] == 0) return 1; /* no elements: any strides will do (as in torch) */
     int64_t expect = 1;
     for (int64_t i = t->dim - 1; i >= 0; i--) {
         if (t->sizes[i] != 1 && t->strides[i] != expect) return 0;
