@@ -39,13 +39,20 @@ typedef int (*fmlp_gemm_fn)(void* gemm_ctx, fmlp_dtype dt, int64_t M, int64_t N,
                             const void* A, int64_t a_rs, int64_t a_cs, const void* B, int64_t b_rs,
                             int64_t b_cs, void* C, int64_t ldc, fmlp_status* st);
 
+/* C (M, N) row-major = A (M, K) row-major · W (N, K)ᵀ + bias (N,) (bias may be NULL), in
+ * dtype dt with float32 accumulation and ONE rounding: the product eager's nn.Linear
+ * computes (aten::linear, cuBLASLt's bias epilogue). Provided by the shim. */
+typedef int (*fmlp_linear_fn)(void* gemm_ctx, fmlp_dtype dt, int64_t M, int64_t N, int64_t K, const void* A,
+                              const void* W, const void* bias, void* C, fmlp_status* st);
+
 typedef struct {
     void* stream;       /* cudaStream_t */
     int device;         /* device index; the caller has made it current */
     int sm_count;       /* multiprocessors of ctx->device (filled by fmlp_cuda_ctx_init) */
     int cc_major, cc_minor;
     fmlp_gemm_fn gemm;  /* may be NULL only if the plan never needs a GEMM */
-    void* gemm_ctx;
+    fmlp_linear_fn linear;
+    void* gemm_ctx;     /* passed to gemm and linear */
     int force_strategy; /* FMLP_STRATEGY_AUTO, or a strategy to use when it supports the call */
 } fmlp_cuda_ctx;
 

@@ -81,23 +81,9 @@ __global__ void fmlp_gemm_glu_kernel(int64_t chunks, int64_t N, T* zg, T* zu, co
     }
 }
 
-// h = act(z) [* zu]
+// dz = g * act'(z); h = act(z) when h != NULL
 template <typename T, int V>
-__global__ void fmlp_gemm_act_kernel(int64_t chunks, const T* z, const T* zu, T* h, int act, float slope) {
-    FMLP_GRID_LOOP(chunks) {
-        int64_t i = c * V;
-        Chunk<T, V> a, u;
-        a.load(z, i);
-        if (zu) u.load(zu, i);
-#pragma unroll
-        for (int j = 0; j < V; j++) a.f[j] = fmlp_act(act, a.f[j], slope) * (zu ? u.f[j] : 1.0f);
-        a.store(h, i);
-    }
-}
-
-// dz = g * act'(z)
-template <typename T, int V>
-__global__ void fmlp_gemm_dact_kernel(int64_t chunks, const T* g, const T* z, T* dz, int act, float slope) {
+__global__ void fmlp_gemm_dact_kernel(int64_t chunks, const T* g, const T* z, T* dz, T* h, int act, float slope) {
     FMLP_GRID_LOOP(chunks) {
         int64_t i = c * V;
         Chunk<T, V> a, b;
@@ -106,13 +92,18 @@ __global__ void fmlp_gemm_dact_kernel(int64_t chunks, const T* g, const T* z, T*
 #pragma unroll
         for (int j = 0; j < V; j++) a.f[j] *= fmlp_dact(act, b.f[j], slope);
         a.store(dz, i);
+        if (h) {
+#pragma unroll
+            for (int j = 0; j < V; j++) b.f[j] = fmlp_act(act, b.f[j], slope);
+            b.store(h, i);
+        }
     }
 }
 
 // dzg = g * zu * act'(zg); dzu = g * act(zg)
 template <typename T, int V>
-__global__ void fmlp_gemm_dglu_kernel(int64_t chunks, const T* g, const T* zg, const T* zu, T* dzg, T* dzu, int act,
-                            float slope) {
+__global__ void fmlp_gemm_dglu_kernel(int64_t chunks, const T* g, const T* zg, const T* zu, T* dzg, T* dzu, T* h,
+                                      int act, float slope) {
     FMLP_GRID_LOOP(chunks) {
         int64_t i = c * V;
         Chunk<T, V> a, zgc, zuc, outg, outu;
@@ -121,11 +112,14 @@ __global__ void fmlp_gemm_dglu_kernel(int64_t chunks, const T* g, const T* zg, c
         zuc.load(zu, i);
 #pragma unroll
         for (int j = 0; j < V; j++) {
+            float ag = fmlp_act(act, zgc.f[j], slope);
             outg.f[j] = a.f[j] * zuc.f[j] * fmlp_dact(act, zgc.f[j], slope);
-            outu.f[j] = a.f[j] * fmlp_act(act, zgc.f[j], slope);
+            outu.f[j] = a.f[j] * ag;
+            zgc.f[j] = ag * zuc.f[j];
         }
         outg.store(dzg, i);
         outu.store(dzu, i);
+        if (h) zgc.store(h, i);
     }
 }
 
@@ -142,10 +136,10 @@ __global__ void fmlp_gemm_add_kernel(int64_t chunks, T* y, const T* t) {
     }
 }
 
-// Column sums: block (32, 8) owns 32 columns of a slice of rows; partial sums meet in
-// acc (float32, global) through atomicAdd.
+// Column sums: block (32, 8) owns 32 columns of a slice of rows. One slice: the block
+// writes db itself. Several: partial sums meet in acc (float32, global) via atomicAdd.
 template <typename T>
-__global__ void fmlp_gemm_colsum_kernel(int64_t M, int64_t N, const T* dz, float* acc) {
+__global__ void fmlp_gemm_colsum_kernel(int64_t M, int64_t N, const T* dz, float* acc, T* db) {
     __shared__ float part[8][33];
     int64_t n = blockIdx.x * 32 + threadIdx.x;
     float s = 0.f;
@@ -157,7 +151,8 @@ __global__ void fmlp_gemm_colsum_kernel(int64_t M, int64_t N, const T* dz, float
         float t = 0.f;
 #pragma unroll
         for (int k = 0; k < 8; k++) t += part[k][threadIdx.x];
-        atomicAdd(&acc[n], t);
+        if (gridDim.y == 1) db[n] = fmlp_from_f32<T>(t);
+        else atomicAdd(&acc[n], t);
     }
 }
 
@@ -205,25 +200,19 @@ extern "C" int fmlp_launch_glu(fmlp_dtype dt, int64_t M, int64_t N, void* zg, vo
     return fmlp_cuda_check(cudaGetLastError(), st, "gated activation kernel");
 }
 
-extern "C" int fmlp_launch_act(fmlp_dtype dt, int64_t M, int64_t N, const void* z, const void* zu, void* h,
-                               int act, float slope, void* stream, fmlp_status* st) {
-    cudaStream_t s = (cudaStream_t)stream;
-    FMLP_LAUNCH_VEC(dt, M, N, fmlp_gemm_act_kernel, (const T*)z, (const T*)zu, (T*)h, act, slope);
-    return fmlp_cuda_check(cudaGetLastError(), st, "activation kernel");
-}
-
 extern "C" int fmlp_launch_dact(fmlp_dtype dt, int64_t M, int64_t N, const void* g, const void* z, void* dz,
-                                int act, float slope, void* stream, fmlp_status* st) {
+                                void* h, int act, float slope, void* stream, fmlp_status* st) {
     cudaStream_t s = (cudaStream_t)stream;
-    FMLP_LAUNCH_VEC(dt, M, N, fmlp_gemm_dact_kernel, (const T*)g, (const T*)z, (T*)dz, act, slope);
+    FMLP_LAUNCH_VEC(dt, M, N, fmlp_gemm_dact_kernel, (const T*)g, (const T*)z, (T*)dz, (T*)h, act, slope);
     return fmlp_cuda_check(cudaGetLastError(), st, "activation backward kernel");
 }
 
 extern "C" int fmlp_launch_dglu(fmlp_dtype dt, int64_t M, int64_t N, const void* g, const void* zg,
-                                const void* zu, void* dzg, void* dzu, int act, float slope, void* stream,
+                                const void* zu, void* dzg, void* dzu, void* h, int act, float slope, void* stream,
                                 fmlp_status* st) {
     cudaStream_t s = (cudaStream_t)stream;
-    FMLP_LAUNCH_VEC(dt, M, N, fmlp_gemm_dglu_kernel, (const T*)g, (const T*)zg, (const T*)zu, (T*)dzg, (T*)dzu, act, slope);
+    FMLP_LAUNCH_VEC(dt, M, N, fmlp_gemm_dglu_kernel, (const T*)g, (const T*)zg, (const T*)zu, (T*)dzg, (T*)dzu,
+                    (T*)h, act, slope);
     return fmlp_cuda_check(cudaGetLastError(), st, "gated activation backward kernel");
 }
 
@@ -238,16 +227,19 @@ extern "C" int fmlp_launch_colsum(fmlp_dtype dt, int64_t M, int64_t N, const voi
                                   void* stream, fmlp_status* st) {
     cudaStream_t s = (cudaStream_t)stream;
     if (N == 0) return FMLP_OK;
-    int rc = fmlp_cuda_check(cudaMemsetAsync(acc, 0, sizeof(float) * (size_t)N, s), st, "bias gradient memset");
-    if (rc) return rc;
     int64_t col_blocks = (N + 31) / 32;
-    int64_t splits = (M + 255) / 256;
+    int64_t splits = (M + 1023) / 1024; /* a block sums up to ~1024 rows before splitting pays */
     int64_t max_splits = 1056 / col_blocks; /* about 8 blocks per SM in all */
     if (splits > max_splits) splits = max_splits;
     if (splits < 1) splits = 1;
+    if (splits > 1) {
+        int rc = fmlp_cuda_check(cudaMemsetAsync(acc, 0, sizeof(float) * (size_t)N, s), st, "bias gradient memset");
+        if (rc) return rc;
+    }
     FMLP_DISPATCH_DTYPE(dt, {
-        if (M > 0) fmlp_gemm_colsum_kernel<T><<<dim3((unsigned)col_blocks, (unsigned)splits), dim3(32, 8), 0, s>>>(M, N, (const T*)dz, acc);
-        fmlp_gemm_store_f32_kernel<T><<<grid_for(N), kThreads, 0, s>>>(N, acc, (T*)db);
+        fmlp_gemm_colsum_kernel<T><<<dim3((unsigned)col_blocks, (unsigned)splits), dim3(32, 8), 0, s>>>(
+            M, N, (const T*)dz, acc, (T*)db);
+        if (splits > 1) fmlp_gemm_store_f32_kernel<T><<<grid_for(N), kThreads, 0, s>>>(N, acc, (T*)db);
     });
     return fmlp_cuda_check(cudaGetLastError(), st, "bias gradient kernel");
 }

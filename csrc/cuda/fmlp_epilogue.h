@@ -16,21 +16,19 @@ int fmlp_launch_bias_act(fmlp_dtype dt, int64_t M, int64_t N, void* z, const voi
 int fmlp_launch_glu(fmlp_dtype dt, int64_t M, int64_t N, void* zg, void* zu, const void* bg,
                     const void* bu, void* h, int act, float slope, void* stream, fmlp_status* st);
 
-/* h := act(z) (the input of the next layer, rebuilt from a saved z);
- * gated (zu != NULL): h := act(z) * zu. */
-int fmlp_launch_act(fmlp_dtype dt, int64_t M, int64_t N, const void* z, const void* zu, void* h,
-                    int act, float slope, void* stream, fmlp_status* st);
-
-/* dz := g * act'(z).  dz may alias g. */
+/* dz := g * act'(z), and when h != NULL also h := act(z) (the layer's output, rebuilt
+ * from the saved z in the same pass, for the next weight gradient). dz may alias g. */
 int fmlp_launch_dact(fmlp_dtype dt, int64_t M, int64_t N, const void* g, const void* z, void* dz,
-                     int act, float slope, void* stream, fmlp_status* st);
+                     void* h, int act, float slope, void* stream, fmlp_status* st);
 
-/* dzg := g * zu * act'(zg);  dzu := g * act(zg).  dzg may alias g. */
+/* dzg := g * zu * act'(zg);  dzu := g * act(zg);  when h != NULL, h := act(zg) * zu.
+ * dzg may alias g. */
 int fmlp_launch_dglu(fmlp_dtype dt, int64_t M, int64_t N, const void* g, const void* zg,
-                     const void* zu, void* dzg, void* dzu, int act, float slope, void* stream,
+                     const void* zu, void* dzg, void* dzu, void* h, int act, float slope, void* stream,
                      fmlp_status* st);
 
-/* db[n] := sum_m dz[m, n]; acc is float32 scratch of N elements (zeroed here). */
+/* db[n] := sum_m dz[m, n]; acc is float32 scratch of N elements, used (and zeroed here)
+ * only when M is large enough to split the rows over several blocks. */
 int fmlp_launch_colsum(fmlp_dtype dt, int64_t M, int64_t N, const void* dz, void* db, float* acc,
                        void* stream, fmlp_status* st);
 

@@ -1,9 +1,9 @@
 /* fmlp_gemm_path.c — forward and backward of the GEMM strategy, layer by layer.
  *
  * Regime: large M (prefill, training), and every shape the specialised kernels don't
- * take. Per plain layer the forward is one GEMM (cuBLAS via ctx->gemm, writing z) and
- * one epilogue pass (bias + activation, z kept when training): the launches eager
- * makes, with the bias/activation/gating in one pass. The backward per layer: one pass
+ * take. Per plain layer the forward is one cuBLAS product with the bias in its epilogue
+ * (ctx->linear: aten::linear, exactly eager's z) and one pass for the activation (z kept
+ * when training; gated: act(gate)·up in the same pass). The backward per layer: one pass
  * for dz = g·act'(z) (gating included), a column sum for db, and two GEMMs (dW, dx).
  * Intermediates are stored in the call's dtype, like eager. Contract: fmlp_gemm_path.h. */
 #include <string.h>
@@ -64,15 +64,10 @@ size_t fmlp_gemm_forward_ws(const fmlp_desc* d, fmlp_dtype dt, int64_t M, int sa
     return c.used;
 }
 
-/* C (M, N) = A (M, K) · W (N, K)ᵀ */
-static int gemm_xwt(const fmlp_cuda_ctx* ctx, fmlp_dtype dt, int64_t M, int64_t N, int64_t K, const void* A,
-                    const void* W, void* C, fmlp_status* st) {
-    return ctx->gemm(ctx->gemm_ctx, dt, M, N, K, A, K, 1, W, 1, K, C, N, st);
-}
 
 int fmlp_forward_gemm_cuda(const fmlp_desc* d, fmlp_dtype dt, int64_t M, const void* x, const fmlp_params* p,
                            void* out, void* const* saved, void* ws, const fmlp_cuda_ctx* ctx, fmlp_status* st) {
-    if (!ctx->gemm) return fmlp_fail(st, FMLP_ERR_INVALID, "the GEMM strategy needs ctx->gemm");
+    if (!ctx->linear) return fmlp_fail(st, FMLP_ERR_INVALID, "the GEMM strategy needs ctx->linear");
     carve c = {(char*)ws, 0};
     fwd_ws w = fwd_layout(d, dt, M, saved != NULL, &c);
     const void* hin = x;
@@ -84,16 +79,15 @@ int fmlp_forward_gemm_cuda(const fmlp_desc* d, fmlp_dtype dt, int64_t M, const v
         if (i == 0 && d->gated) {
             void* zg = saved ? saved[s] : hout;
             void* zu = saved ? saved[s + 1] : w.zu;
-            TRY(gemm_xwt(ctx, dt, M, N, K, hin, p->w[0], zg, st));
-            TRY(gemm_xwt(ctx, dt, M, N, K, hin, p->w[1], zu, st));
-            TRY(fmlp_launch_glu(dt, M, N, zg, zu, p->b[0], p->b[1], hout, d->act[0], d->negative_slope,
-                                ctx->stream, st));
+            TRY(ctx->linear(ctx->gemm_ctx, dt, M, N, K, hin, p->w[0], p->b[0], zg, st));
+            TRY(ctx->linear(ctx->gemm_ctx, dt, M, N, K, hin, p->w[1], p->b[1], zu, st));
+            TRY(fmlp_launch_glu(dt, M, N, zg, zu, NULL, NULL, hout, d->act[0], d->negative_slope, ctx->stream, st));
         } else {
             int k = wk(d, i);
             void* z = (saved && s >= 0) ? saved[s] : hout;
-            TRY(gemm_xwt(ctx, dt, M, N, K, hin, p->w[k], z, st));
-            if (z != hout || p->b[k] || d->act[i] != FMLP_ACT_IDENTITY)
-                TRY(fmlp_launch_bias_act(dt, M, N, z, p->b[k], hout, d->act[i], d->negative_slope, ctx->stream, st));
+            TRY(ctx->linear(ctx->gemm_ctx, dt, M, N, K, hin, p->w[k], p->b[k], z, st));
+            if (z != hout || d->act[i] != FMLP_ACT_IDENTITY)
+                TRY(fmlp_launch_bias_act(dt, M, N, z, NULL, hout, d->act[i], d->negative_slope, ctx->stream, st));
         }
         hin = hout;
         K = N;
@@ -101,23 +95,27 @@ int fmlp_forward_gemm_cuda(const fmlp_desc* d, fmlp_dtype dt, int64_t M, const v
     return FMLP_OK;
 }
 
-/* ---- backward ----------------------------------------------------------------- */
+/* ---- backward -----------------------------------------------------------------
+ * Per layer i, from its dz (and dzu for a gated layer 0):
+ *   g = dz · W_i                       gradient of the layer's input h_i (cuBLAS)
+ *   dz_{i-1} = g ⊙ act'(z_{i-1}),  h_i = act(z_{i-1})   one pass over saved z (gated: dglu)
+ *   db_i = Σ_rows dz,  dW_i = dzᵀ · h_i                  (cuBLAS)
+ * so each saved z is read once, and h_i is rebuilt in the same pass that needs z anyway. */
 typedef struct {
-    void* g[2];  /* (M, max_hidden): gradient w.r.t. each hidden layer's output */
-    void* dz[2]; /* (M, max_out): dz (and dzu for the gated layer) */
-    void* hin;   /* (M, max_hidden): a layer's input, rebuilt from saved z */
+    void* gz[2]; /* (M, max_out): dz of alternate layers (dz_{i-1} is built while dz_i is in use) */
+    void* dzu;   /* (M, width[1]) gated: dz of the up projection */
+    void* hin;   /* (M, max_hidden): the current layer's input, rebuilt from saved z */
     void* tmp;   /* (M, width[0]) gated with dx: the up branch's share of dx */
-    float* acc;  /* (max_out,) float32: bias-gradient sums */
+    float* acc;  /* (max_out,) float32: bias-gradient sums over row slices */
 } bwd_ws;
 
 static bwd_ws bwd_layout(const fmlp_desc* d, fmlp_dtype dt, int64_t M, carve* c) {
     bwd_ws w;
     size_t e = fmlp_dtype_size(dt);
     size_t hb = (size_t)(M * max_hidden(d)) * e, ob = (size_t)(M * max_out(d)) * e;
-    w.g[0] = take(c, hb);
-    w.g[1] = take(c, hb);
-    w.dz[0] = take(c, ob);
-    w.dz[1] = d->gated ? take(c, ob) : NULL;
+    w.gz[0] = take(c, ob);
+    w.gz[1] = take(c, ob);
+    w.dzu = d->gated ? take(c, (size_t)(M * d->width[1]) * e) : NULL;
     w.hin = take(c, hb);
     w.tmp = d->gated ? take(c, (size_t)(M * d->width[0]) * e) : NULL;
     w.acc = (float*)take(c, sizeof(float) * (size_t)max_out(d));
@@ -130,50 +128,63 @@ size_t fmlp_gemm_backward_ws(const fmlp_desc* d, fmlp_dtype dt, int64_t M) {
     return c.used;
 }
 
+/* dz of layer i (and dzu when it is the gated layer 0) from g, the gradient of its output;
+ * h (may be NULL): also rebuild act(z_i) [* zu], the next layer's input. */
+static int act_backward(const fmlp_desc* d, fmlp_dtype dt, int64_t M, int i, const void* g,
+                        const void* const* saved, void* dz, void* dzu, void* h, const fmlp_cuda_ctx* ctx,
+                        fmlp_status* st) {
+    int s = fmlp_saved_index(d, i);
+    int64_t N = d->width[i + 1];
+    if (d->gated && i == 0)
+        return fmlp_launch_dglu(dt, M, N, g, saved[s], saved[s + 1], dz, dzu, h, d->act[0], d->negative_slope,
+                                ctx->stream, st);
+    return fmlp_launch_dact(dt, M, N, g, saved[s], dz, h, d->act[i], d->negative_slope, ctx->stream, st);
+}
+
 int fmlp_backward_gemm_cuda(const fmlp_desc* d, fmlp_dtype dt, int64_t M, const void* dout, const void* x,
                             const void* const* saved, const fmlp_params* p, void* dx, const fmlp_grads* g,
                             void* ws, const fmlp_cuda_ctx* ctx, fmlp_status* st) {
     if (!ctx->gemm) return fmlp_fail(st, FMLP_ERR_INVALID, "the GEMM strategy needs ctx->gemm");
     carve c = {(char*)ws, 0};
     bwd_ws w = bwd_layout(d, dt, M, &c);
-    const void* gr = dout;
-    for (int i = d->n_layers - 1; i >= 0; i--) {
+    int L = d->n_layers;
+    /* dz of the last layer: dout itself when it has no activation (and saved no z) */
+    const void* dz = dout;
+    const void* dzu = NULL;
+    if (fmlp_saved_index(d, L - 1) >= 0) {
+        TRY(act_backward(d, dt, M, L - 1, dout, saved, w.gz[(L - 1) & 1], w.dzu, NULL, ctx, st));
+        dz = w.gz[(L - 1) & 1];
+        dzu = (d->gated && L == 1) ? w.dzu : NULL;
+    }
+    for (int i = L - 1; i >= 0; i--) {
         int64_t N = d->width[i + 1], K = d->width[i];
-        int k = wk(d, i), s = fmlp_saved_index(d, i);
-        int gated0 = d->gated && i == 0;
-        const void* dz[2] = {gr, NULL};
-        if (gated0) {
-            TRY(fmlp_launch_dglu(dt, M, N, gr, saved[s], saved[s + 1], w.dz[0], w.dz[1], d->act[0],
-                                 d->negative_slope, ctx->stream, st));
-            dz[0] = w.dz[0];
-            dz[1] = w.dz[1];
-        } else if (s >= 0) {
-            TRY(fmlp_launch_dact(dt, M, N, gr, saved[s], w.dz[0], d->act[i], d->negative_slope, ctx->stream, st));
-            dz[0] = w.dz[0];
-        }
-        /* the layer's input: x, or act(z) of the layer below rebuilt from what it saved */
+        int k = wk(d, i);
         const void* hin = x;
+        void* next = NULL;
         if (i > 0) {
-            int sp = fmlp_saved_index(d, i - 1);
-            const void* zu = (d->gated && i == 1) ? saved[sp + 1] : NULL;
-            TRY(fmlp_launch_act(dt, M, K, saved[sp], zu, w.hin, d->act[i - 1], d->negative_slope, ctx->stream, st));
+            /* g = dz · W (M, K), then dz of layer i-1 in place, and h_i */
+            next = w.gz[(i - 1) & 1];
+            TRY(ctx->gemm(ctx->gemm_ctx, dt, M, K, N, dz, N, 1, p->w[k], K, 1, next, K, st));
+            TRY(act_backward(d, dt, M, i - 1, next, saved, next, w.dzu, w.hin, ctx, st));
             hin = w.hin;
+        } else if (dx) {
+            TRY(ctx->gemm(ctx->gemm_ctx, dt, M, K, N, dz, N, 1, p->w[k], K, 1, dx, K, st));
+            if (dzu) {
+                TRY(ctx->gemm(ctx->gemm_ctx, dt, M, K, N, dzu, N, 1, p->w[1], K, 1, w.tmp, K, st));
+                TRY(fmlp_launch_add(dt, M * K, dx, w.tmp, ctx->stream, st));
+            }
         }
-        for (int t = 0; t < 1 + gated0; t++) {
-            if (g->db[k + t]) TRY(fmlp_launch_colsum(dt, M, N, dz[t], g->db[k + t], w.acc, ctx->stream, st));
+        for (int t = 0; t < 1 + (dzu != NULL); t++) {
+            const void* dzt = t ? dzu : dz;
+            if (g->db[k + t]) TRY(fmlp_launch_colsum(dt, M, N, dzt, g->db[k + t], w.acc, ctx->stream, st));
             /* dW (N, K) = dzᵀ (N, M) · hin (M, K) */
             if (g->dw[k + t])
-                TRY(ctx->gemm(ctx->gemm_ctx, dt, N, K, M, dz[t], 1, N, hin, K, 1, g->dw[k + t], K, st));
+                TRY(ctx->gemm(ctx->gemm_ctx, dt, N, K, M, dzt, 1, N, hin, K, 1, g->dw[k + t], K, st));
         }
-        if (i == 0 && !dx) break;
-        /* gradient of the layer's input: dz (M, N) · W (N, K) */
-        void* target = i == 0 ? dx : w.g[i & 1];
-        TRY(ctx->gemm(ctx->gemm_ctx, dt, M, K, N, dz[0], N, 1, p->w[k], K, 1, target, K, st));
-        if (gated0) {
-            TRY(ctx->gemm(ctx->gemm_ctx, dt, M, K, N, dz[1], N, 1, p->w[1], K, 1, w.tmp, K, st));
-            TRY(fmlp_launch_add(dt, M * K, target, w.tmp, ctx->stream, st));
+        if (i > 0) {
+            dz = next;
+            dzu = (d->gated && i == 1) ? w.dzu : NULL;
         }
-        gr = target;
     }
     return FMLP_OK;
 }

@@ -21,6 +21,8 @@ static int32_t torch_dtype(fmlp_dtype dt) {
     }
 }
 
+uint64_t* fmlp_box_ivalue(uint64_t v); /* throw.cpp */
+
 static StableIValue iv(AtenTensorHandle h) {
     StableIValue v = 0;
     memcpy(&v, &h, sizeof h);
@@ -49,6 +51,43 @@ int fmlp_shim_gemm(void* gemm_ctx, fmlp_dtype dt, int64_t M, int64_t N, int64_t 
     if (torch_call_dispatcher("aten::mm", "out", stack, FMLP_TORCH_ABI_2_10) != 0)
         return fmlp_fail(st, FMLP_ERR_BACKEND, "aten::mm.out failed for a (%lld x %lld) @ (%lld x %lld) product",
                          (long long)M, (long long)K, (long long)K, (long long)N);
+    AtenTensorHandle r;
+    memcpy(&r, &stack[0], sizeof r);
+    if (r) aoti_torch_delete_tensor_object(r);
+    return FMLP_OK;
+}
+
+int fmlp_shim_linear(void* gemm_ctx, fmlp_dtype dt, int64_t M, int64_t N, int64_t K, const void* A, const void* W,
+                     const void* bias, void* C, fmlp_status* st) {
+    const fmlp_shim_gemm_ctx* g = (const fmlp_shim_gemm_ctx*)gemm_ctx;
+    int32_t t = torch_dtype(dt);
+    int64_t sa[2] = {M, K}, ta[2] = {K, 1};
+    int64_t sw[2] = {N, K}, tw[2] = {K, 1};
+    int64_t sb[1] = {N}, tb[1] = {1};
+    int64_t sc[2] = {M, N}, tc[2] = {N, 1};
+    AtenTensorHandle ha = NULL, hw = NULL, hb = NULL, hc = NULL;
+    int bad = aoti_torch_create_tensor_from_blob((void*)A, 2, sa, ta, 0, t, g->device_type, g->device_index, &ha) ||
+              aoti_torch_create_tensor_from_blob((void*)W, 2, sw, tw, 0, t, g->device_type, g->device_index, &hw) ||
+              aoti_torch_create_tensor_from_blob(C, 2, sc, tc, 0, t, g->device_type, g->device_index, &hc) ||
+              (bias && aoti_torch_create_tensor_from_blob((void*)bias, 1, sb, tb, 0, t, g->device_type,
+                                                          g->device_index, &hb));
+    if (bad) {
+        AtenTensorHandle all[4] = {ha, hw, hb, hc};
+        for (int i = 0; i < 4; i++)
+            if (all[i]) aoti_torch_delete_tensor_object(all[i]);
+        return fmlp_fail(st, FMLP_ERR_BACKEND, "could not wrap a linear operand as a tensor");
+    }
+    /* linear.out(Tensor input, Tensor weight, Tensor? bias=None, *, Tensor(a!) out): a present
+     * optional is a pointer to a heap-boxed StableIValue, absent is 0 */
+    StableIValue opt = 0;
+    if (hb) {
+        uint64_t* box = fmlp_box_ivalue(iv(hb));
+        memcpy(&opt, &box, sizeof box);
+    }
+    StableIValue stack[4] = {iv(ha), iv(hw), opt, iv(hc)};
+    if (torch_call_dispatcher("aten::linear", "out", stack, FMLP_TORCH_ABI_2_10) != 0)
+        return fmlp_fail(st, FMLP_ERR_BACKEND, "aten::linear.out failed for (%lld x %lld) -> %lld features",
+                         (long long)M, (long long)K, (long long)N);
     AtenTensorHandle r;
     memcpy(&r, &stack[0], sizeof r);
     if (r) aoti_torch_delete_tensor_object(r);

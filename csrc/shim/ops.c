@@ -333,6 +333,7 @@ static fmlp_cuda_ctx cuda_ctx(arena* a, const tinfo* x, fmlp_shim_gemm_ctx* gctx
     gctx->device_type = x->dev_type;
     gctx->device_index = x->dev_index;
     c.gemm = fmlp_shim_gemm;
+    c.linear = fmlp_shim_linear;
     c.gemm_ctx = gctx;
     c.force_strategy = forced_strategy();
     if (c.force_strategy < 0)
