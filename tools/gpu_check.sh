@@ -8,8 +8,14 @@
 #   bash tools/gpu_check.sh --bench    # build + sweep only
 set -uo pipefail
 cd "$(dirname "$0")/.."
-OUT=${OUT:-$PWD/gpu_out}
-mkdir -p "$OUT"
+RESULT_DIR=${OUT:-$PWD/gpu_out}   # what to keep: RESULTS.md, sweep.json, the executed notebook, logs.tgz
+OUT=$(mktemp -d /tmp/gpu_check.XXXX)  # everything, logs included
+mkdir -p "$RESULT_DIR"
+finish() {
+    tar czf "$RESULT_DIR/logs.tgz" -C "$OUT" . 2>/dev/null
+    for f in RESULTS.md sweep.json profiling_walkthrough.ipynb; do [ -f "$OUT/$f" ] && cp "$OUT/$f" "$RESULT_DIR/"; done
+}
+trap finish EXIT
 export PYTHONUNBUFFERED=1
 MODE=${1:-full}
 PY=${PYTHON:-python3}
@@ -39,6 +45,15 @@ if [ "$MODE" = "full" ]; then
     rc=$?
     tail -5 "$OUT/memcheck.log"
     summary+=("memcheck: $(grep -E 'ERROR SUMMARY' "$OUT/memcheck.log" | tail -1) (exit $rc)")
+fi
+
+if [ "$MODE" = "full" ] && [ -d .whl ]; then
+    echo "== notebook (executed here, with outputs, into \$OUT)"
+    # nbclient and a kernel are not on the GPU image: they travel as wheels in .whl/
+    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/nbsite .whl/*.whl > "$OUT/notebook.log" 2>&1
+    PYTHONPATH=/tmp/nbsite${PYTHONPATH:+:$PYTHONPATH} $PY tools/run_notebook.py notebooks/profiling_walkthrough.ipynb \
+        "$OUT/profiling_walkthrough.ipynb" >> "$OUT/notebook.log" 2>&1
+    summary+=("notebook: $(tail -1 "$OUT/notebook.log")")
 fi
 
 echo "== benchmarks"
