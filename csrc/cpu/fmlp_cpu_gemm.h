@@ -2,7 +2,7 @@
  * microkernels (AVX-512, AVX2+FMA, portable C) chosen at run time, weight packing and a
  * K-blocked block driver with a per-tile epilogue callback.
  * Regime: every CPU GEMM (forward X·Wᵀ, backward dZ·W and dZᵀ·H).
- * Built by setup.py with the rest of csrc/**.c; tested by tests/c/build_and_run.sh
+ * Built by setup.py with the rest of csrc/ (all .c files); tested by tests/c/build_and_run.sh
  * (which also forces each ISA through FMLP_CPU_ISA=generic|avx2|avx512). */
 #ifndef FMLP_CPU_GEMM_H
 #define FMLP_CPU_GEMM_H
@@ -10,15 +10,17 @@
 #include <stdint.h>
 #include "../fmlp.h"
 
-/* C[MR x NR] (ldc) (+)= A[MR x K] (row-major, lda) · Bp[K x NR] (packed, NR floats per k).
+/* C[MR x NR] (ldc) (+)= A · B over K; B's k-th row of NR floats at B + k*ldb;
+ *   kern:    A(r,k) = A[r*lda + k]   (row-major A)
+ *   kern_tn: A(r,k) = A[k*lda + r]   (A stored transposed)
  * acc != 0: accumulate into C; else overwrite. */
-typedef void (*fmlp_kern_fn)(int64_t K, const float* A, int64_t lda, const float* Bp, float* C,
-                             int64_t ldc, int acc);
+typedef void (*fmlp_kern_fn)(int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb,
+                             float* C, int64_t ldc, int acc);
 
 typedef struct {
     const char* name;
     int mr, nr;
-    fmlp_kern_fn kern;
+    fmlp_kern_fn kern, kern_tn;
 } fmlp_cpu_kernel;
 
 /* The kernel for this machine (cached). FMLP_CPU_ISA=generic|avx2|avx512 forces one
@@ -31,12 +33,14 @@ int fmlp_cpu_isa_level(void);
  * inside the block, ct points at it in C. */
 typedef void (*fmlp_epi_fn)(void* ectx, int64_t r0, int64_t c0, float* ct, int64_t ldc);
 
-/* C[MB x NB] (+)= A[MB x K] · Bp, MB a multiple of mr, NB of nr. Bp holds NB/nr panels,
- * panel p at Bp + p*bps, its k-th row of nr floats at + k*nr. Every tile of C is written
- * fully (padding rows/columns included), then epi (if any) runs on it. */
-void fmlp_cpu_gemm(const fmlp_cpu_kernel* kr, int64_t MB, int64_t NB, int64_t K, const float* A,
-                   int64_t lda, const float* Bp, int64_t bps, float* C, int64_t ldc, int acc,
-                   fmlp_epi_fn epi, void* ectx);
+/* C[MB x NB] (+)= A[MB x K] · B, MB a multiple of mr, NB of nr. A(r,k) as kern (tn = 0)
+ * or kern_tn (tn = 1) with stride lda. B holds NB/nr panels, panel p at B + p*bps, its
+ * k-th row of nr floats at + k*ldb (packed panels: bps = K*nr, ldb = nr; a row-major
+ * matrix with nr-padded columns: bps = nr, ldb = its row stride). Every tile of C is
+ * written fully (padding rows/columns included), then epi (if any) runs on it. */
+void fmlp_cpu_gemm(const fmlp_cpu_kernel* kr, int tn, int64_t MB, int64_t NB, int64_t K,
+                   const float* A, int64_t lda, const float* B, int64_t bps, int64_t ldb, float* C,
+                   int64_t ldc, int acc, fmlp_epi_fn epi, void* ectx);
 
 /* Packs weight rows W[n][k] (n < rows, k < cols, dtype dt, row stride ldw) as panels for
  * X·Wᵀ: panel p (at dst + p*pstride) holds for k < cols the nr floats W[p*nr + j][k]

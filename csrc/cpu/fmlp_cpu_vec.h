@@ -18,6 +18,28 @@ void fmlp_cpu_bias_act_row(int act, float slope, const float* z, const float* bi
 /* out = g * act'(z); out may alias g or z */
 void fmlp_cpu_dact_mul_row(int act, float slope, const float* z, const float* g, float* out, int64_t n);
 
+/* Forward GEMM epilogue on one tile (rows <= MR, nn <= NR <= 64 columns):
+ *   z = c + bias; [zs <- z]; h = act(z); gated: zu = cu + bias_u; [zus <- zu]; h *= zu;
+ *   hout <- h (float32 when hout_f32, else dtype dt). */
+typedef struct {
+    int act;
+    float slope;
+    int rows, nn;
+    const float* c;   /* accumulators, row stride ldc */
+    const float* cu;  /* gated: up accumulators (stride ldc), else NULL */
+    int64_t ldc;
+    const float *bias, *bias_u; /* float32, never NULL */
+    fmlp_dtype dt;
+    void *zs, *zus;   /* saved z / z_up (dtype, row stride ldzs) or NULL */
+    int64_t ldzs;
+    void* hout;
+    int hout_f32;
+    int64_t ldh;
+} fmlp_fwd_tile;
+void fmlp_cpu_fwd_tile(const fmlp_fwd_tile* t);
+/* Orders this thread's streaming stores (call before a parallel body returns). */
+void fmlp_cpu_sfence(void);
+
 static inline const void* fmlp_cptr(fmlp_dtype dt, const void* base, int64_t i) {
     return (const char*)base + (size_t)i * (dt == FMLP_F32 ? 4 : 2);
 }
