@@ -22,7 +22,7 @@ FMLP_HD float fmlp_sigmoidf(float z) { return 1.0f / (1.0f + expf(-z)); }
 /* act(z) */
 FMLP_HD float fmlp_act(int act, float z, float slope) {
     switch (act) {
-    case FMLP_ACT_RELU: return z > 0.0f ? z : 0.0f;
+    case FMLP_ACT_RELU: return z < 0.0f ? 0.0f : z; /* NaN stays NaN, as in torch */
     case FMLP_ACT_GELU: return 0.5f * z * (1.0f + erff(z * FMLP_SQRT1_2));
     case FMLP_ACT_GELU_TANH: {
         float u = FMLP_SQRT2_PI * (z + 0.044715f * z * z * z);

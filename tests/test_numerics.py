@@ -114,3 +114,17 @@ def test_property_random_shapes(m, widths, act, bias, gated, seed):
     acts = [act] * (n_layers - 1) + ["identity"]
     x = torch.randn(m, widths[0], generator=torch.Generator().manual_seed(seed))
     check_forward(x, weights, biases, acts, gated=gated, slope=0.1)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("act", ACTS)
+def test_nan_and_inf_propagate_like_eager(device, act):
+    """A NaN in the input reaches the output as it does in eager PyTorch (no activation
+    silently turns it into a number)."""
+    weights, biases, _ = random_mlp([8, 8, 8], device=device)
+    x = torch.randn(4, 8, device=device)
+    x[1, 3] = float("nan")
+    acts = [act, "identity"]
+    out = fused_mlp.fused_mlp(x, weights, biases, acts)
+    eager = reference_mlp(x, weights, biases, acts, dtype=torch.float32)
+    assert torch.equal(torch.isnan(out), torch.isnan(eager))

@@ -11,7 +11,7 @@
 
 static double act_d(int act, double z, double slope) {
     switch (act) {
-    case FMLP_ACT_RELU: return z > 0 ? z : 0;
+    case FMLP_ACT_RELU: return z < 0 ? 0 : z;
     case FMLP_ACT_GELU: return 0.5 * z * (1 + erf(z * M_SQRT1_2));
     case FMLP_ACT_GELU_TANH: return 0.5 * z * (1 + tanh(sqrt(2 / M_PI) * (z + 0.044715 * z * z * z)));
     case FMLP_ACT_SILU: return z / (1 + exp(-z));

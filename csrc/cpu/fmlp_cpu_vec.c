@@ -130,7 +130,7 @@ T512F __m512 erf_lanes512(__m512 x) {
 T512 __m512 act512(int act, __m512 z, float slope) {
     __m512 zero = _mm512_setzero_ps();
     switch (act) {
-    case FMLP_ACT_RELU: return _mm512_max_ps(z, zero); /* NaN -> 0, as the scalar form */
+    case FMLP_ACT_RELU: return _mm512_max_ps(zero, z); /* max returns its 2nd operand on NaN: NaN stays NaN, as in torch */
     case FMLP_ACT_GELU: {
         __m512 e = erf_lanes512(_mm512_mul_ps(z, _mm512_set1_ps(FMLP_SQRT1_2)));
         return _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5f), z), _mm512_add_ps(_mm512_set1_ps(1.0f), e));
@@ -347,7 +347,7 @@ T256F __m256 erf_lanes256(__m256 x) {
 T256 __m256 act256(int act, __m256 z, float slope) {
     __m256 zero = _mm256_setzero_ps(), one = _mm256_set1_ps(1.0f);
     switch (act) {
-    case FMLP_ACT_RELU: return _mm256_max_ps(z, zero); /* NaN -> 0, as the scalar form */
+    case FMLP_ACT_RELU: return _mm256_max_ps(zero, z); /* max returns its 2nd operand on NaN: NaN stays NaN, as in torch */
     case FMLP_ACT_GELU:
         return _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), z),
                              _mm256_add_ps(one, erf_lanes256(_mm256_mul_ps(z, _mm256_set1_ps(FMLP_SQRT1_2)))));

@@ -21,6 +21,12 @@
  *   overlap    at the start of layer i the block prefetches its layer i+1 weight pieces
  *              into L2, so HBM keeps streaming through the barrier
  *
+ * Status (H100, NOTES.md "CUDA small-M kernel"): correct for every dtype / activation /
+ * width tested, but 3.4x the weight-streaming floor at M=1 and slower than eager torch in
+ * graph replay: each layer is a chain of ~8 dependent memory round trips (staging, weight
+ * batches, partial store + fence + counter, reduction, barrier). Not yet worth selecting
+ * over the GEMM path; NOTES.md lists the next steps.
+ *
  * Build: setup.py (nvcc -O3 ... -gencode sm_90a and sm_80). Tested and timed by
  * dev/cuda/small_m/bench_small_m.cu (CPU double reference, poisoned outputs,
  * CUDA-graph replay against the device copy bandwidth floor): dev/cuda/small_m/run.sh.
