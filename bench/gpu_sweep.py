@@ -81,8 +81,16 @@ def graph_time_us(step, replays):
     for _ in range(3):
         g.replay()
     # back-to-back replays between two events: per-step GPU time without the host's
-    # launch gaps; the median over `replays` such batches
-    per_batch = 10
+    # launch gaps; the median over `replays` such batches (fewer for long steps: about
+    # half a second of replays per measurement at most)
+    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    a.record()
+    g.replay()
+    b.record()
+    b.synchronize()
+    one_us = a.elapsed_time(b) * 1e3
+    per_batch = max(1, min(10, int(1000 / max(one_us, 1e-3))))
+    replays = max(3, min(replays, int(5e5 / max(one_us * per_batch, 1e-3))))
     times = []
     for _ in range(replays):
         a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)

@@ -6,6 +6,7 @@
 #   bash tools/gpu_check.sh            # everything
 #   bash tools/gpu_check.sh --quick    # build, CUDA tests, quick sweep
 #   bash tools/gpu_check.sh --bench    # build + sweep only
+#   bash tools/gpu_check.sh --no-bench # build, tests, memcheck, notebook
 set -uo pipefail
 cd "$(dirname "$0")/.."
 RESULT_DIR=${OUT:-$PWD/gpu_out}   # what to keep: RESULTS.md, sweep.json, the executed notebook, logs.tgz
@@ -39,7 +40,7 @@ if [ "$MODE" != "--bench" ]; then
     summary+=("tests: $(tail -1 "$OUT/tests.log") (exit $rc)")
 fi
 
-if [ "$MODE" = "full" ]; then
+if [ "$MODE" = "full" ] || [ "$MODE" = "--no-bench" ]; then
     echo "== compute-sanitizer memcheck"
     compute-sanitizer --tool memcheck --error-exitcode 9 $PY tools/kernel_smoke.py > "$OUT/memcheck.log" 2>&1
     rc=$?
@@ -47,7 +48,7 @@ if [ "$MODE" = "full" ]; then
     summary+=("memcheck: $(grep -E 'ERROR SUMMARY' "$OUT/memcheck.log" | tail -1) (exit $rc)")
 fi
 
-if [ "$MODE" = "full" ] && [ -d .whl ]; then
+if { [ "$MODE" = "full" ] || [ "$MODE" = "--no-bench" ]; } && [ -d .whl ]; then
     echo "== notebook (executed here, with outputs, into \$OUT)"
     # nbclient and a kernel are not on the GPU image: they travel as wheels in .whl/
     python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/nbsite .whl/*.whl > "$OUT/notebook.log" 2>&1
@@ -56,11 +57,13 @@ if [ "$MODE" = "full" ] && [ -d .whl ]; then
     summary+=("notebook: $(tail -1 "$OUT/notebook.log")")
 fi
 
-echo "== benchmarks"
-if [ "$MODE" = "--quick" ]; then bargs="--quick --replays 10"; else bargs=""; fi
-$PY bench/gpu_sweep.py --out "$OUT" $bargs > "$OUT/bench.log" 2>&1
-rc=$?
-[ $rc -ne 0 ] && tail -30 "$OUT/bench.log"
+if [ "$MODE" != "--no-bench" ]; then
+    echo "== benchmarks"
+    if [ "$MODE" = "--quick" ]; then bargs="--quick --replays 10"; else bargs=""; fi
+    $PY bench/gpu_sweep.py --out "$OUT" $bargs > "$OUT/bench.log" 2>&1
+    rc=$?
+    [ $rc -ne 0 ] && tail -30 "$OUT/bench.log"
+fi
 echo
 echo "================ summary ================"
 for s in "${summary[@]}"; do echo "$s"; done

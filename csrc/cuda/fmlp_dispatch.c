@@ -52,11 +52,14 @@ int fmlp_cuda_plan(const fmlp_desc* d, fmlp_dtype dt, int64_t M, int save, int b
         *why = "backward: cuBLAS GEMMs for dW and dx, fused activation-backward and bias-gradient passes";
         return FMLP_STRATEGY_GEMM;
     }
-    if (small_ok) {
-        *why = "M <= 64: weight streaming is the floor and eager is launch-bound; one launch for all layers";
-        return FMLP_STRATEGY_SMALL_M;
-    }
-    *why = M <= 64 ? small_why : "large M: compute-bound; cuBLAS GEMMs with fused bias/activation epilogues";
+    /* small_m v1 is correct but measured slower than eager in graph replay at the target
+     * shapes (19.2 us vs eager 15.0 us, 1024-4096-1024 bf16 M=1; NOTES.md), so it runs only
+     * when forced until a faster version wins the measurements. */
+    (void)small_ok;
+    *why = M <= 64 ? "M <= 64: the single-launch kernel does not yet beat cuBLAS here (NOTES.md); "
+                     "cuBLAS GEMMs with fused bias/activation epilogues"
+                   : "large M: compute-bound; cuBLAS GEMMs with fused bias/activation epilogues";
+    (void)small_why;
     return FMLP_STRATEGY_GEMM;
 }
 
