@@ -220,6 +220,35 @@ def fmt_row(r):
             f"{us(r['fused'])} | {ratio(r['eager'], r['fused'])} | {ratio(r['compile'], r['fused'])} |")
 
 
+def plot(rows, path, head):
+    """Speedup over eager against M, one panel per model; bf16 and fp32, fwd and fwd+bwd."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    fig, axes = plt.subplots(1, len(models), figsize=(4.2 * len(models), 3.6), squeeze=False)
+    for ax, model in zip(axes[0], models):
+        for dtype in ("bfloat16", "float32"):
+            for mode, style in (("fwd", "-"), ("fwd+bwd", "--")):
+                pts = [(r["M"], r["eager"] / r["fused"]) for r in rows
+                       if r["model"] == model and r["dtype"] == dtype and r["mode"] == mode and r["eager"] and r["fused"]]
+                if pts:
+                    ax.plot(*zip(*pts), style, marker="o", ms=3, label=f"{dtype} {mode}")
+        ax.axhline(1.0, color="grey", lw=0.8)
+        ax.set_xscale("log", base=2)
+        ax.set_title(model, fontsize=9)
+        ax.set_xlabel("M (rows)")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0][0].set_ylabel("fused speedup over eager (x)")
+    axes[0][-1].legend(fontsize=7)
+    fig.suptitle(head.replace("`", ""), fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="bench_out")
@@ -252,6 +281,9 @@ def main():
         worst = min((r["eager"] / r["fused"], r["model"], r["dtype"], r["mode"], r["M"]) for r in s_rows
                     if r["eager"] and r["fused"])
         lines.append(f"\nworst eager/fused ratio: {worst[0]:.2f}x ({worst[1]}, {worst[2]}, {worst[3]}, M={worst[4]})")
+    if s_rows:
+        plot(s_rows, os.path.join(args.out, "speedup.png"), head)
+        lines.append("\n![speedup](speedup.png)")
     text = "\n".join(lines) + "\n"
     with open(os.path.join(args.out, "RESULTS.md"), "w") as f:
         f.write(text)

@@ -194,7 +194,9 @@ def _collect(prof, device: torch.device, steps: int, label: str):
     step_cpu = sum(e.cpu_time_total for e in events
                    if e.name == label and e.device_type == torch.autograd.DeviceType.CPU)
     if device.type == "cuda":
-        work = [(e, e.device_time) for e in events if e.device_type == torch.autograd.DeviceType.CUDA]
+        # device work only: the step labels are mirrored on the GPU timeline as annotations
+        work = [(e, e.device_time) for e in events if e.device_type == torch.autograd.DeviceType.CUDA
+                and e.name != label and not e.name.startswith("ProfilerStep")]
     else:
         work = [(e, e.cpu_time_total) for e in _cpu_kernels(events)]
     for evt, t in work:

@@ -33,7 +33,7 @@ def test_profile_variants_returns_plain_data(tmp_path):
 
 
 def test_cli_writes_table_traces_plot(tmp_path, capsys):
-    profile_main(["--in", "32", "--hidden", "48", "--batch", "2", "--seq", "8", "--batches", "1,16",
+    profile_main(["--device", "cpu", "--in", "32", "--hidden", "48", "--batch", "2", "--seq", "8", "--batches", "1,16",
                   "--out", str(tmp_path), "--train", "--variants", "eager,fused"])
     out = capsys.readouterr().out
     assert "| eager |" in out and "| fused [cpu] |" in out and "forward+backward" in out

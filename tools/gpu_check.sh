@@ -14,7 +14,7 @@ OUT=$(mktemp -d /tmp/gpu_check.XXXX)  # everything, logs included
 mkdir -p "$RESULT_DIR"
 finish() {
     tar czf "$RESULT_DIR/logs.tgz" -C "$OUT" . 2>/dev/null
-    for f in RESULTS.md sweep.json profiling_walkthrough.ipynb; do [ -f "$OUT/$f" ] && cp "$OUT/$f" "$RESULT_DIR/"; done
+    for f in RESULTS.md sweep.json speedup.png profiling_walkthrough.ipynb; do [ -f "$OUT/$f" ] && cp "$OUT/$f" "$RESULT_DIR/"; done
 }
 trap finish EXIT
 export PYTHONUNBUFFERED=1
