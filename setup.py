@@ -113,7 +113,17 @@ def newest_input(src):
     return max(os.path.getmtime(p) for p in [src, *headers])
 
 
+def check_compilers():
+    cc = os.environ.get("CC", "gcc").split()[0]
+    if shutil.which(cc) is None and shutil.which("cc") is None:
+        fail("no C compiler found (gcc, or $CC): install one, e.g. `apt-get install build-essential`")
+    if shutil.which("g++") is None and shutil.which("c++") is None:
+        fail("no C++ compiler found (g++ or c++) for the shim's one-line throw helper: "
+             "install one, e.g. `apt-get install g++`")
+
+
 def make_extension():
+    check_compilers()
     torch_lib = find_torch_lib()
     nvcc = want_cuda()
     c_sources = sorted(
