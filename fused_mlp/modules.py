@@ -111,7 +111,10 @@ class FusedMLP(nn.Sequential):
         object.__setattr__(self, "_plan_steps", _plan(children))
 
     def _steps(self):
-        if tuple(self._modules.values()) != self._plan_key:
+        key = self._plan_key
+        mods = self._modules
+        # rebuilt only when the children change (append, insert, assignment)
+        if len(mods) != len(key) or any(a is not b for a, b in zip(mods.values(), key)):
             self._refresh_plan()
         return self._plan_steps
 
