@@ -13,24 +13,14 @@ import statistics
 import time
 
 import torch
-from torch import nn
-
-import fused_mlp
+from fused_mlp.profiling import MLPSpec, build_mlp, fused_version
 
 CASES = {
-    # name: (widths, activation, bias, M, M in --quick)
-    "narrow 64x5 relu": ([64] * 6, nn.ReLU, True, 65536, 4096),
-    "1024-4096-1024 gelu_tanh": ([1024, 4096, 1024], lambda: nn.GELU(approximate="tanh"), True, 2048, 128),
+    # name: (spec, M, M in --quick)
+    "narrow 64x5 relu": (MLPSpec(64, 64, 64, depth=5, activation="relu", gated=False, bias=True), 65536, 4096),
+    "1024-4096-1024 gelu_tanh": (MLPSpec(1024, 4096, depth=2, activation="gelu_tanh", gated=False, bias=True),
+                                 2048, 128),
 }
-
-
-def build(widths, act, bias):
-    layers = []
-    for i in range(len(widths) - 1):
-        layers.append(nn.Linear(widths[i], widths[i + 1], bias=bias))
-        if i < len(widths) - 2:
-            layers.append(act())
-    return nn.Sequential(*layers)
 
 
 def median_seconds(fn, repeats, warmup=3):
@@ -54,10 +44,11 @@ def main():
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32, forward, "
           f"median of {repeats}")
     rows = []
-    for name, (widths, act, bias, m, m_quick) in CASES.items():
+    for name, (spec, m, m_quick) in CASES.items():
         m = m_quick if args.quick else m
-        eager = build(widths, act, bias)
-        fused = fused_mlp.FusedMLP.from_sequential(eager)
+        eager = build_mlp(spec)
+        fused = fused_version(eager)
+        widths = [spec.in_features] + [spec.hidden] * (spec.depth - 1) + [spec.out]
         x = torch.randn(m, widths[0])
         with torch.inference_mode():
             err = (fused(x) - eager(x)).abs().max().item() / eager(x).abs().max().item()

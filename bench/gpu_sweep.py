@@ -18,48 +18,19 @@ import statistics
 import time
 
 import torch
-from torch import nn
 
 import fused_mlp
+from fused_mlp.profiling import MLPSpec, build_mlp, fused_version
 
 
 # ----------------------------------------------------------------------------- models
-def plain(widths, act, bias):
-    layers = []
-    for i in range(len(widths) - 1):
-        layers.append(nn.Linear(widths[i], widths[i + 1], bias=bias))
-        if i < len(widths) - 2:
-            layers.append(act())
-    return nn.Sequential(*layers)
-
-
-class GatedMLP(nn.Module):
-    """The eager gated block (Hugging Face LlamaMLP's layout)."""
-
-    def __init__(self, d, h, act):
-        super().__init__()
-        self.gate_proj = nn.Linear(d, h, bias=False)
-        self.up_proj = nn.Linear(d, h, bias=False)
-        self.down_proj = nn.Linear(h, d, bias=False)
-        self.act_fn = act()
-
-    def forward(self, x):
-        return self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))
-
-
-MODELS = {
-    "narrow64x5-relu": lambda: plain([64] * 6, nn.ReLU, True),
-    "geglu-768-3072": lambda: GatedMLP(768, 3072, lambda: nn.GELU(approximate="tanh")),
-    "mlp-1024-4096-gelu_tanh": lambda: plain([1024, 4096, 1024], lambda: nn.GELU(approximate="tanh"), True),
-    "swiglu-4096-14336": lambda: GatedMLP(4096, 14336, nn.SiLU),
+SPECS = {
+    "narrow64x5-relu": MLPSpec(64, 64, 64, depth=5, activation="relu", gated=False, bias=True),
+    "geglu-768-3072": MLPSpec(768, 3072, activation="gelu_tanh", gated=True),
+    "mlp-1024-4096-gelu_tanh": MLPSpec(1024, 4096, depth=2, activation="gelu_tanh", gated=False, bias=True),
+    "swiglu-4096-14336": MLPSpec(4096, 14336, activation="silu", gated=True),
 }
-IN_FEATURES = {"narrow64x5-relu": 64, "geglu-768-3072": 768, "mlp-1024-4096-gelu_tanh": 1024, "swiglu-4096-14336": 4096}
-
-
-def fused_copy(model):
-    if isinstance(model, GatedMLP):
-        return fused_mlp.FusedGatedMLP(model.gate_proj, model.up_proj, model.down_proj, model.act_fn)
-    return fused_mlp.FusedMLP.from_sequential(model)
+MODELS = list(SPECS)
 
 
 # ----------------------------------------------------------------------------- timing
@@ -161,12 +132,12 @@ def targets(replays):
     torch.manual_seed(0)
     for name, m_list, want in (("mlp-1024-4096-gelu_tanh", (1, 16), "floor"),
                                ("geglu-768-3072", (64,), "1.5x")):
-        eager = MODELS[name]().cuda().bfloat16()
-        fused = fused_copy(eager)
+        eager = build_mlp(SPECS[name], "cuda", torch.bfloat16)
+        fused = fused_version(eager)
         wbytes = sum(p.numel() * p.element_size() for p in eager.parameters())
         floor_us = wbytes / (bw * 1e9) * 1e6
         for m in m_list:
-            x = torch.randn(m, IN_FEATURES[name], device="cuda", dtype=torch.bfloat16)
+            x = torch.randn(m, SPECS[name].in_features, device="cuda", dtype=torch.bfloat16)
             te = graph_time_us(make_step(eager, x, False), replays)
             tf = graph_time_us(make_step(fused, x, False), replays)
             le = loop_time_us(make_step(eager, x, False))
@@ -180,17 +151,17 @@ def targets(replays):
 
 def sweep(replays, quick):
     ms = [1, 64, 8192] if quick else [1, 16, 64, 256, 1024, 8192]
-    models = ["narrow64x5-relu", "geglu-768-3072"] if quick else list(MODELS)
+    models = ["narrow64x5-relu", "geglu-768-3072"] if quick else MODELS
     rows = []
     for name in models:
         for dtype in (torch.bfloat16, torch.float32):
             torch.manual_seed(0)
-            eager = MODELS[name]().cuda().to(dtype)
-            fused = fused_copy(eager)
+            eager = build_mlp(SPECS[name], "cuda", dtype)
+            fused = fused_version(eager)
             compiled = torch.compile(eager, dynamic=True)
             for train in (False, True):
                 for m in ms:
-                    x = torch.randn(m, IN_FEATURES[name], device="cuda", dtype=dtype, requires_grad=train)
+                    x = torch.randn(m, SPECS[name].in_features, device="cuda", dtype=dtype, requires_grad=train)
                     t = {}
                     for label, mod in (("eager", eager), ("compile", compiled), ("fused", fused)):
                         try:
