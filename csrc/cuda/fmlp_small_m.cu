@@ -1,35 +1,49 @@
-/* fmlp_small_m.cu — the single-launch small-M forward (M <= 64 rows), CUDA C.
+/* fmlp_small_m.cu — the single-launch small-M forward (M <= 64 rows), CUDA C. Version 2.
  *
  * Regime: few tokens at transformer widths. The work is bound by reading the weights
- * from HBM once, so one persistent launch computes every layer: each layer's weights are
- * cut into equal pieces spread over all SMs, and the dependency between layers is a
- * software grid barrier (every block is resident: the grid is sized from the occupancy
- * query × ctx->sm_count).
+ * from HBM once, so one persistent launch (1 block of 8 warps per SM, all resident:
+ * grid = ctx->sm_count, checked with the occupancy query) computes every layer, with a
+ * software grid barrier between consecutive layers.
  *
- * Per layer (out N, in K), with tokens as the MMA's N dimension ("swap A/B"):
- *   row tile   16 output rows (gated layer 0: 16 gate rows + the 16 matching up rows)
- *   piece      a group of FMLP_SM_WARPS row tiles × one K range ("split") of KR columns;
- *              block b takes pieces b, b + grid, ...; warp w owns tile w of the group
- *   per piece  the block stages h[:, split] (M × KR, dtype) in shared memory; each warp
- *              streams its 16 weight rows with 16-byte L1::no_allocate / L2 evict-first
- *              loads, two batches in flight, and multiplies with mma.sync m16n8k16
- *              (bf16/fp16: weights = A, h = B) or plain FFMA (float32, no TF32)
- *   split K    a split writes its fp32 partial tile to the workspace and bumps the tile's
- *              counter; the last split to arrive sums all partials in split order
- *              (deterministic), adds the bias, saves z, applies the activation (and the
- *              gate product) and writes h_{i+1} (dtype) for the next layer
- *   overlap    at the start of layer i the block prefetches its layer i+1 weight pieces
- *              into L2, so HBM keeps streaming through the barrier
+ * Work split: block b owns output rows [b*N/G, (b+1)*N/G) of EVERY layer (G = grid),
+ * whole K per row, so no block ever needs another block's partial sums; the gated first
+ * layer keeps the gate and the up rows of the same indices in the same block.
  *
- * Status (H100, NOTES.md "CUDA small-M kernel"): correct for every dtype / activation /
- * width tested, but 3.4x the weight-streaming floor at M=1 and slower than eager torch in
- * graph replay: each layer is a chain of ~8 dependent memory round trips (staging, weight
- * batches, partial store + fence + counter, reduction, barrier). Not yet worth selecting
- * over the GEMM path; NOTES.md lists the next steps.
+ * Streaming: at kernel entry each block issues 16-byte cp.async.cg copies of its row
+ * slices of ALL layers into shared memory, one commit group per layer, so HBM streams at
+ * full rate from t = 0 and the barriers / epilogues overlap the rest of the stream; layer
+ * i waits (cp.async.wait_group) only for its own group. Shapes whose per-block share of
+ * all layers does not fit in shared memory are not supported (fmlp_small_m_supported
+ * says why) and go to the GEMM path.
+ *
+ * Per layer (out N, in K), tokens as the MMA's N dimension ("swap A/B"):
+ *   unit   16 rows (gated: 16 gate + the 16 matching up rows) × one K range; the block's
+ *          RT row tiles × KS K splits (RT*KS ~ 8) are spread over its 8 warps
+ *   A      weights from shared memory (16-byte ld.shared, padded rows: no bank conflicts)
+ *   B      the layer input h (x, or the previous layer's output in the workspace: L2),
+ *          16-byte global loads straight into registers, double-buffered in chunks
+ *   MMA    mma.sync m16n8k16 bf16/fp16 with fp32 accumulators (float32: FFMA, no TF32)
+ *   reduce each unit writes its fp32 tile to shared memory; after __syncthreads the
+ *          threads sum the KS splits in split order (deterministic), add the bias (kept
+ *          in shared memory since entry), save z, apply the activation / gate product,
+ *          and write h_{i+1} (dtype) with coalesced stores
+ *   barrier one counter in the workspace (zeroed by one cudaMemsetAsync per call):
+ *          red.release.gpu add to arrive, ld.acquire.gpu spin to wait
+ *
+ * Status (H100, NOTES.md "CUDA small-M kernel", v2 = "v2a" there): correct on the 48-case
+ * harness check; cold graph replay 16.1 us (M=1), 19.6 us (M=16), 31.2 us (GeGLU M=64):
+ * faster than v1 (19.2 / 23.1 / 48.0) but still slower than eager (15.2 / 17.3 / 21.4) and
+ * 2.8x the 5.7 us floor. Per-phase %globaltimer stamps (dev variant v2b) show why: issuing
+ * 8K cp.async per SM costs ~30 SASS instructions each (address math + a dynamically
+ * indexed param load), so the stream runs at ~1.5 TB/s instead of ~3; and the B (h)
+ * register pipeline is latency-bound (~3.8 us for layer 1 at M=1, ~13 us at M=64).
+ * Next: one cp.async.bulk (TMA) per weight row on sm_90 (or a lean per-row cp.async loop),
+ * B staged through shared memory. The dispatcher keeps the GEMM path by default.
  *
  * Build: setup.py (nvcc -O3 ... -gencode sm_90a and sm_80). Tested and timed by
- * dev/cuda/small_m/bench_small_m.cu (CPU double reference, poisoned outputs,
- * CUDA-graph replay against the device copy bandwidth floor): dev/cuda/small_m/run.sh.
+ * dev/cuda/small_m/bench_small_m.cu (CPU double reference, poisoned outputs, dirty
+ * workspace, misaligned x; CUDA-graph replay against the device copy bandwidth floor and
+ * the eager baseline): dev/cuda/small_m/run.sh. Results: NOTES.md "CUDA small-M kernel".
  */
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -41,34 +55,42 @@
 #include "fmlp_activation.h"
 #include "fmlp_cuda.h"
 
-#define FMLP_SM_WARPS 8                     /* warps per block = row tiles per piece */
+#define FMLP_SM_WARPS 8
 #define FMLP_SM_THREADS (FMLP_SM_WARPS * 32)
 #define FMLP_SM_MAX_M 64
+#define FMLP_SM_ISSUE (FMLP_SM_THREADS - 32) /* warps 0..6 issue the weight copies, warp 7 loads biases */
 
 /* ========================================================================== */
-/* Kernel parameters (passed by value; < 4 KB)                                */
+/* Kernel parameters (passed by value)                                        */
 /* ========================================================================== */
 
 typedef struct {
-    const void* w[2];   /* (N, K) weights: w[0] plain or gate, w[1] up (gated) — HBM  */
-    const void* b[2];   /* (N,) biases or NULL                                        */
-    void* save[2];      /* (M, N) saved pre-activations z (gate, up) or NULL          */
-    const void* in;     /* (M, K) layer input h_i: x, or a workspace buffer (L2)      */
-    void* out;          /* (M, N) layer output h_{i+1}: workspace buffer or `out`     */
-    int N, K, act;
-    int S, KR;          /* K splits, columns per split (multiple of 32)              */
-    int T;              /* row tiles = ceil(N / 16)                                    */
-    int wvec, hvec;     /* weights / input allow 16-byte loads                        */
-    int prefetch;       /* prefetch this layer's pieces into L2 during the previous   */
-    int cnt_off;        /* first tile counter of this layer in counters[]             */
+    const void* w[2];   /* (N, K) weights: w[0] plain or gate, w[1] up (gated) — HBM        */
+    void* save[2];      /* (M, N) saved pre-activations z (gate, up) or NULL               */
+    const void* in;     /* (M, K) layer input h_i: x, or a workspace buffer (L2)           */
+    void* out;          /* (M, N) layer output h_{i+1}: workspace buffer or `out`          */
+    int N, K, act, G;   /* G: gated layer (two weight matrices)                            */
+    int Kp;             /* K rounded up to 32 (shared rows are zero-padded to Kp)          */
+    int wstride;        /* bytes per weight row in shared memory (padded against conflicts) */
+    int Rmax;           /* max rows per block = ceil(N / grid)                             */
+    int KS, KB;         /* K splits per row tile, 32-column blocks per split               */
+    int units;          /* row tiles × KS                                                  */
+    int w_off;          /* shared byte offset of this layer's weights (Rmax*(1+G) rows)     */
+    int b_off;          /* shared float offset of this layer's biases ((1+G)*Rmax)          */
+    int issue_at;       /* -1: copies issued at kernel entry; j: at the start of layer j     */
+    int pending;        /* commit groups of later layers outstanding when this layer waits */
+    int wvec;           /* weights allow 16-byte cp.async (K*es % 16 == 0, aligned)          */
+    int hvec;           /* input allows 16-byte loads                                      */
 } sm_layer;
 
 typedef struct {
     sm_layer layer[FMLP_MAX_LAYERS];
-    int L, M, gated;
+    const void* b[FMLP_MAX_LAYERS][2]; /* (N,) biases or NULL                            */
+    int L, M;
+    int red_off;        /* shared byte offset of the reduction buffer                      */
+    int RS;             /* reduction row stride in floats (Mpad + 1)                       */
     float slope;
-    unsigned* counters; /* ws: [0, L) grid barriers, then tile counters; zeroed per call */
-    float* partial;     /* ws: (T*S, NV, 32) fp32 partial tiles of the current layer     */
+    unsigned* bar;      /* ws: grid barrier counter, zeroed per call                       */
 } sm_params;
 
 /* ========================================================================== */
@@ -89,23 +111,33 @@ template <> struct sm_type<__half> {
     static __device__ __forceinline__ __half from_f(float v) { return __float2half_rn(v); }
 };
 
-/* Weights are read once: skip L1, mark evict-first in L2. */
-static __device__ __forceinline__ uint4 ld_stream(const void* p, uint64_t pol) {
+static __device__ __forceinline__ uint32_t smem_u32(const void* p) {
+    return (uint32_t)__cvta_generic_to_shared(p);
+}
+
+/* 16-byte global -> shared copy, bytes past src_bytes (0..16) zero-filled. */
+static __device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, int src_bytes) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(src), "r"(src_bytes) : "memory");
+}
+static __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+/* Wait until at most n (clamped to 7: stricter is still correct) groups are pending. */
+static __device__ __forceinline__ void cp_async_wait(int n) {
+    switch (n) {
+    case 0: asm volatile("cp.async.wait_group 0;" ::: "memory"); break;
+    case 1: asm volatile("cp.async.wait_group 1;" ::: "memory"); break;
+    case 2: asm volatile("cp.async.wait_group 2;" ::: "memory"); break;
+    case 3: asm volatile("cp.async.wait_group 3;" ::: "memory"); break;
+    case 4: asm volatile("cp.async.wait_group 4;" ::: "memory"); break;
+    case 5: asm volatile("cp.async.wait_group 5;" ::: "memory"); break;
+    case 6: asm volatile("cp.async.wait_group 6;" ::: "memory"); break;
+    default: asm volatile("cp.async.wait_group 7;" ::: "memory"); break;
+    }
+}
+
+static __device__ __forceinline__ uint4 lds128(uint32_t a) {
     uint4 r;
-    asm volatile("ld.global.nc.L1::no_allocate.L2::cache_hint.v4.u32 {%0,%1,%2,%3}, [%4], %5;"
-                 : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
-                 : "l"(p), "l"(pol));
+    asm volatile("ld.shared.v4.u32 {%0,%1,%2,%3}, [%4];" : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w) : "r"(a));
     return r;
-}
-
-static __device__ __forceinline__ uint64_t evict_first_policy() {
-    uint64_t pol;
-    asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(pol));
-    return pol;
-}
-
-static __device__ __forceinline__ void prefetch_l2(const void* p) {
-    asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
 }
 
 static __device__ __forceinline__ unsigned ld_acquire(const unsigned* p) {
@@ -113,21 +145,8 @@ static __device__ __forceinline__ unsigned ld_acquire(const unsigned* p) {
     asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
     return v;
 }
-
-/* 16 bytes of row[k ..] (VE = 16 / sizeof(T) elements), zeros past K.
- * VEC: K % VE == 0 and row 16-byte aligned, so a vector is wholly in or out. */
-template <typename T, bool VEC>
-static __device__ __forceinline__ uint4 ld_w16(const T* row, int k, int K, uint64_t pol) {
-    if (VEC) {
-        if (k < K) return ld_stream(row + k, pol);
-        return make_uint4(0, 0, 0, 0);
-    } else {
-        constexpr int VE = 16 / sizeof(T);
-        union { uint4 u; T e[VE]; } r;
-#pragma unroll
-        for (int i = 0; i < VE; i++) r.e[i] = (k + i < K) ? row[k + i] : sm_type<T>::from_f(0.0f);
-        return r.u;
-    }
+static __device__ __forceinline__ void red_release_add(unsigned* p, unsigned v) {
+    asm volatile("red.release.gpu.global.add.u32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
 }
 
 template <typename T>
@@ -148,390 +167,368 @@ __device__ __forceinline__ void mma16816<__half>(float* c, const uint32_t* a, ui
         : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
-template <>
-__device__ __forceinline__ void mma16816<float>(float*, const uint32_t*, uint32_t, uint32_t) {}
 
-/* Columns staged per piece: KR rounded up to 128, the widest batch (U * 32 columns), so a
- * batch never reads past the staged (zero-padded) columns. */
-static __host__ __device__ inline int sm_staged_cols(int KR) { return (KR + 127) / 128 * 128; }
-/* Shared-memory row stride (elements) of the staged input: the staged columns plus 64
- * bytes, so the 8 rows a quarter-warp reads hit distinct banks. */
-static __host__ __device__ inline int sm_row_stride(int KR, int es) {
-    return (sm_staged_cols(KR) * es + 64) / es;
+/* First / last row of block b in a layer of N rows over G blocks. */
+static __host__ __device__ __forceinline__ int sm_row0(int b, int N, int G) {
+    return (int)(((long long)b * N) / G);
 }
 
 /* ========================================================================== */
-/* One layer: every piece this block owns                                      */
+/* Prologue: issue the copies of this block's weight slices, load biases       */
 /* ========================================================================== */
-/* Lane geometry. MMA path (bf16/fp16): g = lane/4, t = lane%4; per 32-column block a
- * thread loads 8 consecutive weights of rows g and g+8 at column 8t, and the MMA's k
- * slots are permuted to match (slot 2t+j <-> column 8t+j, 2t+8+j <-> 8t+2+j for the first
- * MMA, +4 for the second); B (h) is read with the same permutation, one 16-byte shared
- * load per 8 tokens. acc[(gi*MT + nt)*4 + c] is the C fragment: row g + 8*(c>>1), token
- * nt*8 + 2t + (c&1).
- * FFMA path (float32): r = lane/2 is the row, hk = lane%2 the 16-column half of each
- * 32-column block; acc[gi*MT*8 + m] is token m of row r after a pairwise shuffle sum. */
 
-template <typename T, int MT, bool G>
-struct sm_cfg {
-    static constexpr bool MMA = sizeof(T) == 2;
-    static constexpr int NV = (MMA ? MT * 4 : MT * 8) * (G ? 2 : 1); /* fp32 values per lane */
-    static constexpr int LPK = MMA ? 2 : 4;   /* 16-byte loads per row per 32 columns      */
-    static constexpr int NW = LPK * (G ? 2 : 1); /* loads per 32 columns per thread          */
-    static constexpr int U = (MMA ? (G ? 2 : 4) : 1); /* 32-column blocks per batch          */
+template <typename T>
+static __device__ __forceinline__ void sm_issue_layer(const sm_layer& Ly, char* smem, int r0, int R) {
+    const int es = (int)sizeof(T);
+    const int nm = 1 + Ly.G;
+    if (Ly.wvec) {
+        const int cpr = Ly.Kp * es / 16;        /* 16-byte chunks per shared row */
+        const int rowb = Ly.K * es;             /* bytes per global row          */
+        const int total = nm * R * cpr;
+        /* row / chunk of item i, advanced incrementally (no division in the loop) */
+        int i = threadIdx.x, row = 0, c = i;
+        while (c >= cpr) { c -= cpr; row++; }
+        const int step_rows = FMLP_SM_ISSUE / cpr, step_c = FMLP_SM_ISSUE - step_rows * cpr;
+        const uint32_t base = smem_u32(smem + Ly.w_off);
+        for (; i < total; i += FMLP_SM_ISSUE) {
+            const int j = row >= R ? 1 : 0, rr = row - j * R;
+            const char* src = (const char*)Ly.w[j] + (size_t)(r0 + rr) * rowb;
+            int nb = rowb - c * 16;
+            nb = nb < 0 ? 0 : nb > 16 ? 16 : nb;
+            cp_async16(base + (uint32_t)((j * Ly.Rmax + rr) * Ly.wstride + c * 16), nb ? src + c * 16 : src, nb);
+            row += step_rows;
+            c += step_c;
+            if (c >= cpr) { c -= cpr; row++; }
+        }
+    } else { /* unaligned / K*es not a multiple of 16: element copies (small shapes) */
+        const int total = nm * R * Ly.Kp;
+        for (int i = threadIdx.x; i < total; i += FMLP_SM_ISSUE) {
+            const int row = i / Ly.Kp, k = i - row * Ly.Kp;
+            const int j = row >= R ? 1 : 0, rr = row - j * R;
+            T v = sm_type<T>::from_f(0.f);
+            if (k < Ly.K) v = ((const T*)Ly.w[j])[(size_t)(r0 + rr) * Ly.K + k];
+            *(T*)(smem + Ly.w_off + (j * Ly.Rmax + rr) * Ly.wstride + k * es) = v;
+        }
+    }
+}
+
+/* ========================================================================== */
+/* One unit (16 rows × a K range): MMA path (bf16 / fp16)                       */
+/* ========================================================================== */
+/* Lane geometry: g = lane/4, t = lane%4. Per 32-column block a lane reads 8 consecutive
+ * weights of rows g and g+8 at column 8t (one ld.shared.v4 each), and the MMA's k slots
+ * are permuted to match (slot 2t+j <-> column 8t+j, 2t+8+j <-> 8t+2+j for the first MMA,
+ * +4 for the second); B (h) is read with the same permutation, one 16-byte global load
+ * per 8 tokens. acc C fragment: row g + 8*(c>>1), token nt*8 + 2t + (c&1). */
+
+template <int MT> struct sm_mcfg {
+    static constexpr int CH = MT >= 8 ? 1 : 8 / MT;             /* 32-col blocks per B chunk */
+    static constexpr int NACC = MT == 1 ? 4 : MT == 2 ? 2 : 1;  /* independent MMA chains   */
 };
 
-/* One batch of U 32-column blocks starting at column kb: rows lo / hi (MMA: g, g+8) of
- * weight 0 (plain / gate) and weight 1 (up). Columns at or past kend read as zeros. */
-template <typename T, int MT, bool G, bool VEC>
-static __device__ __forceinline__ void sm_batch_load(uint4 (&w)[sm_cfg<T, MT, G>::U][sm_cfg<T, MT, G>::NW],
-                                                    const T* lo0, const T* hi0, const T* lo1, const T* hi1,
-                                                    int kb, int kend, int lane, uint64_t pol) {
-    typedef sm_cfg<T, MT, G> C;
+/* B chunk: h[nt*8 + g][kc + 32u + 8t ..+8] for u < CH, zeros past M / K. */
+template <typename T, int MT>
+static __device__ __forceinline__ void sm_load_b(uint4 (&b)[sm_mcfg<MT>::CH][MT], const T* in, int K, int M, int kc,
+                                                 int hvec, int lane) {
+    constexpr int CH = sm_mcfg<MT>::CH, VE = 8;
+    const int g = lane >> 2, t = lane & 3;
 #pragma unroll
-    for (int u = 0; u < C::U; u++) {
-        int k = kb + 32 * u;
-        if (C::MMA) {
-            int col = k + 8 * (lane & 3);
-            w[u][0] = ld_w16<T, VEC>(lo0, col, kend, pol);
-            w[u][1] = ld_w16<T, VEC>(hi0, col, kend, pol);
-            if (G) {
-                w[u][2] = ld_w16<T, VEC>(lo1, col, kend, pol);
-                w[u][3] = ld_w16<T, VEC>(hi1, col, kend, pol);
-            }
-        } else {
+    for (int u = 0; u < CH; u++) {
+        const int k = kc + 32 * u + 8 * t;
 #pragma unroll
-            for (int j = 0; j < 4; j++) {
-                int col = k + 16 * (lane & 1) + 4 * j;
-                w[u][j] = ld_w16<T, VEC>(lo0, col, kend, pol);
-                if (G) w[u][4 + j] = ld_w16<T, VEC>(lo1, col, kend, pol);
+        for (int nt = 0; nt < MT; nt++) {
+            const int tok = nt * 8 + g;
+            const T* src = in + (size_t)tok * K + k;
+            uint4 v = make_uint4(0, 0, 0, 0);
+            if (tok < M) {
+                if (hvec) {
+                    if (k < K) v = *(const uint4*)src;
+                } else {
+                    union { uint4 u; T e[VE]; } r;
+#pragma unroll
+                    for (int j = 0; j < VE; j++) r.e[j] = (k + j < K) ? src[j] : sm_type<T>::from_f(0.f);
+                    v = r.u;
+                }
             }
+            b[u][nt] = v;
         }
     }
 }
 
 template <typename T, int MT, bool G>
-static __device__ __forceinline__ void sm_batch_mul(float* acc, const uint4 (&w)[sm_cfg<T, MT, G>::U][sm_cfg<T, MT, G>::NW],
-                                                   const T* sh, int KS, int kloc, int lane) {
-    typedef sm_cfg<T, MT, G> C;
+static __device__ __forceinline__ void sm_unit_mma(const sm_params& P, const sm_layer& Ly, const char* smem, int R,
+                                                   int u, int lane, float* red,
+                                                   const uint4 (&pre)[sm_mcfg<MT>::CH][MT], bool use_pre) {
+    typedef sm_mcfg<MT> C;
+    constexpr int CH = C::CH, NACC = C::NACC, NM = G ? 2 : 1;
+    const int rt = u / Ly.KS, s = u - rt * Ly.KS;
+    const int g = lane >> 2, t = lane & 3;
+    const int rlo = rt * 16 + g, rhi = rlo + 8;
+    const bool vlo = rlo < R, vhi = rhi < R;
+    const uint32_t wbase = smem_u32(smem + Ly.w_off);
+    uint32_t alo[NM], ahi[NM];
 #pragma unroll
-    for (int u = 0; u < C::U; u++) {
-        int kc = kloc + 32 * u;
-        if (C::MMA) {
-            int g = lane >> 2, t = lane & 3;
-            uint32_t ag0[4] = {w[u][0].x, w[u][1].x, w[u][0].y, w[u][1].y};
-            uint32_t ag1[4] = {w[u][0].z, w[u][1].z, w[u][0].w, w[u][1].w};
-            uint32_t au0[4], au1[4];
-            if (G) {
-                au0[0] = w[u][2].x; au0[1] = w[u][3].x; au0[2] = w[u][2].y; au0[3] = w[u][3].y;
-                au1[0] = w[u][2].z; au1[1] = w[u][3].z; au1[2] = w[u][2].w; au1[3] = w[u][3].w;
-            }
+    for (int j = 0; j < NM; j++) {
+        alo[j] = wbase + (uint32_t)((j * Ly.Rmax + rlo) * Ly.wstride + 16 * t);
+        ahi[j] = wbase + (uint32_t)((j * Ly.Rmax + rhi) * Ly.wstride + 16 * t);
+    }
+    const int kbeg = s * Ly.KB * 32;
+    const int kend = min(Ly.Kp, kbeg + Ly.KB * 32);
+    const T* in = (const T*)Ly.in;
+    const int K = Ly.K, M = P.M, hvec = Ly.hvec;
+
+    float acc[NACC][NM][MT][4];
 #pragma unroll
-            for (int nt = 0; nt < MT; nt++) {
-                uint4 b = *(const uint4*)(sh + (size_t)(nt * 8 + g) * KS + kc + 8 * t);
-                mma16816<T>(acc + nt * 4, ag0, b.x, b.y);
-                mma16816<T>(acc + nt * 4, ag1, b.z, b.w);
-                if (G) {
-                    mma16816<T>(acc + (MT + nt) * 4, au0, b.x, b.y);
-                    mma16816<T>(acc + (MT + nt) * 4, au1, b.z, b.w);
-                }
-            }
-        } else {
-            const float* shf = (const float*)sh;
-            int hk = lane & 1;
-            float wv[16], uv[16];
+    for (int a = 0; a < NACC; a++)
 #pragma unroll
-            for (int j = 0; j < 4; j++) {
-                wv[4 * j] = __uint_as_float(w[u][j].x); wv[4 * j + 1] = __uint_as_float(w[u][j].y);
-                wv[4 * j + 2] = __uint_as_float(w[u][j].z); wv[4 * j + 3] = __uint_as_float(w[u][j].w);
-                if (G) {
-                    uv[4 * j] = __uint_as_float(w[u][4 + j].x); uv[4 * j + 1] = __uint_as_float(w[u][4 + j].y);
-                    uv[4 * j + 2] = __uint_as_float(w[u][4 + j].z); uv[4 * j + 3] = __uint_as_float(w[u][4 + j].w);
-                }
-            }
+        for (int j = 0; j < NM; j++)
 #pragma unroll
-            for (int m = 0; m < MT * 8; m++) {
-                const float4* hp = (const float4*)(shf + (size_t)m * KS + kc + 16 * hk);
-                float s = 0.f, su = 0.f;
+            for (int nt = 0; nt < MT; nt++)
 #pragma unroll
-                for (int j = 0; j < 4; j++) {
-                    float4 h = hp[j];
-                    s = fmaf(wv[4 * j], h.x, s); s = fmaf(wv[4 * j + 1], h.y, s);
-                    s = fmaf(wv[4 * j + 2], h.z, s); s = fmaf(wv[4 * j + 3], h.w, s);
-                    if (G) {
-                        su = fmaf(uv[4 * j], h.x, su); su = fmaf(uv[4 * j + 1], h.y, su);
-                        su = fmaf(uv[4 * j + 2], h.z, su); su = fmaf(uv[4 * j + 3], h.w, su);
+                for (int c = 0; c < 4; c++) acc[a][j][nt][c] = 0.f;
+
+    uint4 bc[CH][MT], bn[CH][MT]; /* registers: B chunk in use, next chunk in flight */
+    if (use_pre) {
+#pragma unroll
+        for (int uu = 0; uu < CH; uu++)
+#pragma unroll
+            for (int nt = 0; nt < MT; nt++) bc[uu][nt] = pre[uu][nt];
+    } else {
+        sm_load_b<T, MT>(bc, in, K, M, kbeg, hvec, lane);
+    }
+    for (int kc = kbeg; kc < kend; kc += 32 * CH) {
+        const bool more = kc + 32 * CH < kend;
+        if (more) sm_load_b<T, MT>(bn, in, K, M, kc + 32 * CH, hvec, lane);
+#pragma unroll
+        for (int uu = 0; uu < CH; uu++) {
+            const int k = kc + 32 * uu;
+            if (k < kend) {
+                const uint32_t kb = (uint32_t)(k * 2);
+#pragma unroll
+                for (int j = 0; j < NM; j++) {
+                    const uint4 lo = vlo ? lds128(alo[j] + kb) : make_uint4(0, 0, 0, 0);
+                    const uint4 hi = vhi ? lds128(ahi[j] + kb) : make_uint4(0, 0, 0, 0);
+                    const uint32_t a0[4] = {lo.x, hi.x, lo.y, hi.y};
+                    const uint32_t a1[4] = {lo.z, hi.z, lo.w, hi.w};
+                    const int s0 = NACC == 4 ? (uu & 1) * 2 : 0;
+                    const int s1 = NACC >= 2 ? s0 + 1 : 0;
+#pragma unroll
+                    for (int nt = 0; nt < MT; nt++) {
+                        mma16816<T>(acc[s0][j][nt], a0, bc[uu][nt].x, bc[uu][nt].y);
+                        mma16816<T>(acc[s1][j][nt], a1, bc[uu][nt].z, bc[uu][nt].w);
                     }
                 }
-                acc[m] += s;
-                if (G) acc[MT * 8 + m] += su;
             }
         }
+        if (more) {
+#pragma unroll
+            for (int uu = 0; uu < CH; uu++)
+#pragma unroll
+                for (int nt = 0; nt < MT; nt++) bc[uu][nt] = bn[uu][nt];
+        }
     }
-}
-
-/* What the epilogue needs, held in registers (no parameter or bias loads per element). */
-template <typename T>
-struct sm_epi {
-    T* out;          /* (M, N) h_{i+1}                         */
-    T* save0;        /* (M, N) z (gate) or NULL                */
-    T* save1;        /* (M, N) z_up or NULL                    */
-    int N, M, act;
-    float slope;
-    float blo0, bhi0, blo1, bhi1; /* biases of this lane's rows (lo = g / r, hi = g + 8) */
-};
-
-static __device__ __noinline__ float sm_act(int act, float z, float slope) { return fmlp_act(act, z, slope); }
-
-/* Bias, save z, activation (gate product), store h_{i+1} for (row, token). */
-template <typename T, bool G>
-static __device__ __forceinline__ void sm_emit(const sm_epi<T>& E, int row, int tok, float zg, float bg, float zu,
-                                               float bu) {
-    typedef sm_type<T> C;
-    size_t o = (size_t)tok * E.N + row;
-    T zgr = C::from_f(zg + bg); /* z as eager holds it: rounded to the dtype */
-    if (E.save0) E.save0[o] = zgr;
-    float h = sm_act(E.act, C::to_f(zgr), E.slope);
-    if (G) {
-        T zur = C::from_f(zu + bu);
-        if (E.save1) E.save1[o] = zur;
-        h = C::to_f(C::from_f(h)) * C::to_f(zur);
-    }
-    E.out[o] = C::from_f(h);
-}
-
-template <typename T, int MT, bool G>
-static __device__ __forceinline__ void sm_finish(const sm_epi<T>& E, int r0, const float* acc, int lane) {
-    typedef sm_cfg<T, MT, G> C;
-    if (C::MMA) {
-        int g = lane >> 2, t = lane & 3;
+    /* shared: red[u][j][row 16][RS] fp32 */
+    const int RS = P.RS;
+    float* ru = red + (size_t)u * NM * 16 * RS;
+#pragma unroll
+    for (int j = 0; j < NM; j++)
 #pragma unroll
         for (int nt = 0; nt < MT; nt++)
 #pragma unroll
             for (int c = 0; c < 4; c++) {
-                int row = r0 + g + 8 * (c >> 1), tok = nt * 8 + 2 * t + (c & 1);
-                if (row < E.N && tok < E.M)
-                    sm_emit<T, G>(E, row, tok, acc[nt * 4 + c], (c >> 1) ? E.bhi0 : E.blo0,
-                                  G ? acc[(MT + nt) * 4 + c] : 0.f, (c >> 1) ? E.bhi1 : E.blo1);
+                float v = acc[0][j][nt][c];
+#pragma unroll
+                for (int a = 1; a < NACC; a++) v += acc[a][j][nt][c];
+                ru[(j * 16 + g + 8 * (c >> 1)) * RS + nt * 8 + 2 * t + (c & 1)] = v;
             }
-    } else {
-        int row = r0 + (lane >> 1), hk = lane & 1;
+}
+
+/* ========================================================================== */
+/* One unit: FFMA path (float32, no TF32)                                      */
+/* ========================================================================== */
+/* lr = lane & 15 is the row, kh = lane >> 4 the 16-column half of each 32-column block;
+ * the two halves are combined with one shuffle. */
+template <int MT, bool G>
+static __device__ __forceinline__ void sm_unit_ffma(const sm_params& P, const sm_layer& Ly, const char* smem, int R,
+                                                    int u, int lane, float* red) {
+    constexpr int NM = G ? 2 : 1, MX = MT * 8;
+    const int rt = u / Ly.KS, s = u - rt * Ly.KS;
+    const int lr = lane & 15, kh = lane >> 4;
+    const int row = rt * 16 + lr;
+    const bool vrow = row < R;
+    const int kbeg = s * Ly.KB * 32;
+    const int kend = min(Ly.Kp, kbeg + Ly.KB * 32);
+    const float* in = (const float*)Ly.in;
+    const int K = Ly.K, M = P.M, RS = P.RS;
+    float* ru = red + (size_t)u * NM * 16 * RS;
 #pragma unroll
-        for (int m = 0; m < MT * 8; m++)
-            if ((m & 1) == hk && row < E.N && m < E.M)
-                sm_emit<T, G>(E, row, m, acc[m], E.blo0, G ? acc[MT * 8 + m] : 0.f, E.blo1);
-    }
-}
-
-/* L2 prefetch of the weight pieces this block will read in layer Ly. */
-template <typename T>
-static __device__ void sm_prefetch_layer(const sm_layer& Ly, int gated_layer) {
-    int groups = (Ly.T + FMLP_SM_WARPS - 1) / FMLP_SM_WARPS;
-    int pieces = groups * Ly.S;
-    int es = (int)sizeof(T);
-    for (int p = blockIdx.x; p < pieces; p += gridDim.x) {
-        int gi = p / Ly.S, s = p % Ly.S;
-        int r0 = gi * FMLP_SM_WARPS * 16, r1 = min(Ly.N, r0 + FMLP_SM_WARPS * 16);
-        int k0 = s * Ly.KR, k1 = min(Ly.K, k0 + Ly.KR);
-        size_t b0 = (size_t)k0 * es, b1 = (size_t)k1 * es;
-        int lines = (int)((b1 - (b0 & ~(size_t)127) + 127) / 128);
-        int nw = gated_layer ? 2 : 1;
-        int total = (r1 - r0) * lines * nw;
-        for (int i = threadIdx.x; i < total; i += blockDim.x) {
-            int wi = i / ((r1 - r0) * lines), rem = i % ((r1 - r0) * lines);
-            int r = r0 + rem / lines, ln = rem % lines;
-            const char* base = (const char*)Ly.w[wi] + (size_t)r * Ly.K * es;
-            prefetch_l2(base + (b0 & ~(size_t)127) + (size_t)ln * 128);
-        }
-    }
-}
-
-template <typename T> static __device__ __forceinline__ T ld_cg_elem(const T* p);
-template <> __device__ __forceinline__ float ld_cg_elem<float>(const float* p) { return __ldcg(p); }
-template <> __device__ __forceinline__ __nv_bfloat16 ld_cg_elem<__nv_bfloat16>(const __nv_bfloat16* p) {
-    unsigned short v = __ldcg((const unsigned short*)p);
-    return *(__nv_bfloat16*)&v;
-}
-template <> __device__ __forceinline__ __half ld_cg_elem<__half>(const __half* p) {
-    unsigned short v = __ldcg((const unsigned short*)p);
-    return *(__half*)&v;
-}
-
-template <typename T, int MT, bool G, bool WVEC>
-static __device__ __forceinline__ void sm_layer_run(const sm_params& P, int li, T* sh) {
-    typedef sm_cfg<T, MT, G> C;
-    constexpr int VE = 16 / sizeof(T);
-    const sm_layer& Ly = P.layer[li];
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    const int N = Ly.N, K = Ly.K, S = Ly.S, KR = Ly.KR, M = P.M;
-    const int KS = sm_row_stride(KR, (int)sizeof(T));
-    const int groups = (Ly.T + FMLP_SM_WARPS - 1) / FMLP_SM_WARPS;
-    const int pieces = groups * S;
-    const uint64_t pol = evict_first_policy();
-    const T* in = (const T*)Ly.in;
-
-    for (int p = blockIdx.x; p < pieces; p += gridDim.x) {
-        const int gi = p / S, s = p % S;
-        const int tile = gi * FMLP_SM_WARPS + warp;
-        const int r0 = tile * 16;
-        const int k0 = s * KR, kend = min(K, k0 + KR);
-        const bool active = tile < Ly.T;
-        /* this thread's weight rows, clamped into the matrix (results of rows >= N dropped) */
-        const int rlo = C::MMA ? r0 + (lane >> 2) : r0 + (lane >> 1);
-        const size_t olo = (size_t)min(rlo, N - 1) * K, ohi = (size_t)min(rlo + 8, N - 1) * K;
-        const T* lo0 = (const T*)Ly.w[0] + olo;
-        const T* hi0 = (const T*)Ly.w[0] + ohi;
-        const T* lo1 = G ? (const T*)Ly.w[1] + olo : lo0;
-        const T* hi1 = G ? (const T*)Ly.w[1] + ohi : hi0;
-
-        sm_epi<T> E; /* registers: epilogue arguments and this lane's biases */
-        E.out = (T*)Ly.out; E.save0 = (T*)Ly.save[0]; E.save1 = (T*)Ly.save[1];
-        E.N = N; E.M = M; E.act = Ly.act; E.slope = P.slope;
-        {
-            const T* b0 = (const T*)Ly.b[0];
-            const T* b1 = (const T*)Ly.b[1];
-            const int ilo = min(rlo, N - 1), ihi = min(rlo + 8, N - 1);
-            E.blo0 = b0 ? sm_type<T>::to_f(b0[ilo]) : 0.f;
-            E.bhi0 = b0 ? sm_type<T>::to_f(b0[ihi]) : 0.f;
-            E.blo1 = (G && b1) ? sm_type<T>::to_f(b1[ilo]) : 0.f;
-            E.bhi1 = (G && b1) ? sm_type<T>::to_f(b1[ihi]) : 0.f;
-        }
-        float acc[C::NV]; /* registers: this lane's share of the (16 × Mpad) fp32 tile */
+    for (int j = 0; j < NM; j++) {
+        const float* wrow = (const float*)(smem + Ly.w_off + (j * Ly.Rmax + row) * Ly.wstride);
+        float acc[MX];
 #pragma unroll
-        for (int v = 0; v < C::NV; v++) acc[v] = 0.f;
-        uint4 wa[C::U][C::NW], wb[C::U][C::NW]; /* registers: two weight batches in flight */
-
-        if (active) sm_batch_load<T, MT, G, WVEC>(wa, lo0, hi0, lo1, hi1, k0, kend, lane, pol);
-
-        /* shared: sh (Mpad, KS) = h[:, k0 : k0 + KR], zeros past M and past the split */
-        __syncthreads();
-        {
-            const int cpr = sm_staged_cols(KR) / VE, items = MT * 8 * cpr;
-            for (int i = threadIdx.x; i < items; i += blockDim.x) {
-                int m = i / cpr, c = i % cpr, k = k0 + c * VE;
-                uint4 v = make_uint4(0, 0, 0, 0);
+        for (int m = 0; m < MX; m++) acc[m] = 0.f;
+        for (int kc = kbeg; kc < kend; kc += 32) {
+            const int k0 = kc + 16 * kh;
+            float w[16];
+#pragma unroll
+            for (int q = 0; q < 4; q++) {
+                float4 v = vrow ? *(const float4*)(wrow + k0 + 4 * q) : make_float4(0.f, 0.f, 0.f, 0.f);
+                w[4 * q] = v.x; w[4 * q + 1] = v.y; w[4 * q + 2] = v.z; w[4 * q + 3] = v.w;
+            }
+#pragma unroll
+            for (int m = 0; m < MX; m++) {
                 if (m < M) {
-                    const T* src = in + (size_t)m * K + k;
-                    if (Ly.hvec) {
-                        if (k < kend) v = __ldcg((const uint4*)src);
-                    } else {
-                        union { uint4 u; T e[VE]; } r;
+                    const float* hp = in + (size_t)m * K;
+                    float sum = 0.f;
 #pragma unroll
-                        for (int j = 0; j < VE; j++)
-                            r.e[j] = (k + j < kend) ? ld_cg_elem<T>(src + j) : sm_type<T>::from_f(0.f);
-                        v = r.u;
+                    for (int q = 0; q < 16; q++) {
+                        const int k = k0 + q;
+                        sum = fmaf(w[q], k < K ? hp[k] : 0.f, sum);
                     }
+                    acc[m] += sum;
                 }
-                *(uint4*)(sh + (size_t)m * KS + c * VE) = v;
             }
         }
+#pragma unroll
+        for (int m = 0; m < MX; m++) acc[m] += __shfl_xor_sync(0xffffffffu, acc[m], 16);
+        if (kh == 0) {
+#pragma unroll
+            for (int m = 0; m < MX; m++) ru[(j * 16 + lr) * RS + m] = acc[m];
+        }
+    }
+}
+
+/* ========================================================================== */
+/* One layer                                                                   */
+/* ========================================================================== */
+
+template <typename T, int MT, bool G>
+static __device__ __forceinline__ void sm_layer_run(const sm_params& P, const sm_layer& Ly, int pending,
+                                                    const float* sbias, char* smem, int r0, int R) {
+    typedef sm_type<T> C;
+    constexpr int NM = G ? 2 : 1;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    float* red = (float*)(smem + P.red_off);
+    if constexpr (sizeof(T) == 2) {
+        /* the first B chunk of this warp's first unit is loaded before waiting for the
+         * weights, so its L2 latency overlaps the rest of the stream */
+        uint4 pre[sm_mcfg<MT>::CH][MT];
+        if (warp < Ly.units) {
+            const int s = warp % Ly.KS;
+            sm_load_b<T, MT>(pre, (const T*)Ly.in, Ly.K, P.M, s * Ly.KB * 32, Ly.hvec, lane);
+        }
+        cp_async_wait(pending); /* this layer's commit group (and earlier ones) landed */
         __syncthreads();
-
-        if (!active) continue;
-        for (int kb = k0; kb < kend; kb += 32 * C::U) {
-            const bool more = kb + 32 * C::U < kend;
-            if (more) sm_batch_load<T, MT, G, WVEC>(wb, lo0, hi0, lo1, hi1, kb + 32 * C::U, kend, lane, pol);
-            sm_batch_mul<T, MT, G>(acc, wa, sh, KS, kb - k0, lane);
-            if (more) {
-#pragma unroll
-                for (int u = 0; u < C::U; u++)
-#pragma unroll
-                    for (int j = 0; j < C::NW; j++) wa[u][j] = wb[u][j];
-            }
+        for (int u = warp; u < Ly.units; u += FMLP_SM_WARPS) sm_unit_mma<T, MT, G>(P, Ly, smem, R, u, lane, red, pre, u == warp);
+    } else {
+        cp_async_wait(pending);
+        __syncthreads();
+        for (int u = warp; u < Ly.units; u += FMLP_SM_WARPS) sm_unit_ffma<MT, G>(P, Ly, smem, R, u, lane, red);
+    }
+    __syncthreads();
+    /* epilogue: (token m, row r) items, consecutive threads on consecutive rows */
+    const int KS = Ly.KS, RS = P.RS, N = Ly.N, M = P.M, act = Ly.act;
+    const float slope = P.slope;
+    T* out = (T*)Ly.out;
+    T* save0 = (T*)Ly.save[0];
+    T* save1 = (T*)Ly.save[1];
+    const int items = M * R;
+    for (int i = threadIdx.x; i < items; i += FMLP_SM_THREADS) {
+        const int m = i / R, r = i - m * R;
+        const int rt = r >> 4, rr = r & 15;
+        const float* base = red + ((size_t)rt * KS * NM * 16 + rr) * RS + m;
+        float zg = 0.f, zu = 0.f;
+        for (int s = 0; s < KS; s++) { /* split order: deterministic */
+            zg += base[(size_t)s * NM * 16 * RS];
+            if (G) zu += base[((size_t)s * NM + 1) * 16 * RS];
         }
-        if (!C::MMA) {
-#pragma unroll
-            for (int v = 0; v < C::NV; v++) acc[v] += __shfl_xor_sync(0xffffffffu, acc[v], 1);
+        const size_t o = (size_t)m * N + r0 + r;
+        const T zgr = C::from_f(zg + sbias[r]); /* z as eager holds it: rounded to the dtype */
+        if (save0) save0[o] = zgr;
+        float h = fmlp_act(act, C::to_f(zgr), slope);
+        if (G) {
+            const T zur = C::from_f(zu + sbias[Ly.Rmax + r]);
+            if (save1) save1[o] = zur;
+            h = C::to_f(C::from_f(h)) * C::to_f(zur);
         }
-        if (S == 1) {
-            sm_finish<T, MT, G>(E, r0, acc, lane);
-            continue;
-        }
-        /* global (L2): partial (T, S, NV, 32) fp32; the last split to arrive sums them */
-        float* part = P.partial + (size_t)tile * S * C::NV * 32;
-#pragma unroll
-        for (int v = 0; v < C::NV; v++) __stcg(part + ((size_t)s * C::NV + v) * 32 + lane, acc[v]);
-        __threadfence();
-        __syncwarp();
-        unsigned old = 0;
-        if (lane == 0) old = atomicAdd(P.counters + Ly.cnt_off + tile, 1u);
-        old = __shfl_sync(0xffffffffu, old, 0);
-        if (old != (unsigned)S - 1) continue;
-        __threadfence();
-#pragma unroll
-        for (int v = 0; v < C::NV; v++) acc[v] = 0.f;
-        /* F splits' partials in flight at once (F * NV <= 64 registers), summed in split order */
-        constexpr int F = C::NV >= 64 ? 1 : 64 / C::NV;
-        for (int s0 = 0; s0 < S; s0 += F) {
-            float buf[F][C::NV];
-#pragma unroll
-            for (int f = 0; f < F; f++)
-#pragma unroll
-                for (int v = 0; v < C::NV; v++)
-                    buf[f][v] = s0 + f < S ? __ldcg(part + ((size_t)(s0 + f) * C::NV + v) * 32 + lane) : 0.f;
-#pragma unroll
-            for (int f = 0; f < F; f++)
-#pragma unroll
-                for (int v = 0; v < C::NV; v++) acc[v] += buf[f][v];
-        }
-        sm_finish<T, MT, G>(E, r0, acc, lane);
+        out[o] = C::from_f(h);
     }
 }
 
 /* ========================================================================== */
-/* The kernel: all layers, one grid barrier between consecutive layers          */
+/* The kernel                                                                  */
 /* ========================================================================== */
-
-static __device__ __forceinline__ void sm_grid_barrier(unsigned* bar) {
-    __syncthreads();
-    if (threadIdx.x == 0) {
-        __threadfence(); /* publish this block's h_{i+1} stores (cumulative over the CTA) */
-        atomicAdd(bar, 1u);
-        while (ld_acquire(bar) < gridDim.x) {
-        }
-        __threadfence();
-    }
-    __syncthreads();
-}
 
 template <typename T, int MT>
 __global__ void __launch_bounds__(FMLP_SM_THREADS, 1) fmlp_forward_small_m_kernel(const __grid_constant__ sm_params P) {
-    extern __shared__ uint4 sm_smem[]; /* shared: staged input (Mpad, KS) of the current piece */
-    T* sh = (T*)sm_smem;
-    for (int li = 0; li < P.L; li++) {
-        const sm_layer& Ly = P.layer[li];
-        if (li + 1 < P.L && P.layer[li + 1].prefetch) sm_prefetch_layer<T>(P.layer[li + 1], 0);
-        if (li == 0 && P.gated) {
-            if (Ly.wvec) sm_layer_run<T, MT, true, true>(P, li, sh);
-            else sm_layer_run<T, MT, true, false>(P, li, sh);
-        } else {
-            if (Ly.wvec) sm_layer_run<T, MT, false, true>(P, li, sh);
-            else sm_layer_run<T, MT, false, false>(P, li, sh);
+    /* shared: [biases fp32: per layer (1+G)*Rmax] [red fp32: units*(1+G)*16*RS]
+     *         [weights: per layer (1+G)*Rmax rows of wstride bytes, zero-padded to Kp] */
+    extern __shared__ __align__(128) char smem[];
+    const int L = P.L;
+    float* sb = (float*)smem;
+    if (threadIdx.x < FMLP_SM_ISSUE) {
+        /* 1. warps 0..6: stream every layer's slice, one cp.async commit group per layer */
+        for (int li = 0; li < L; li++) {
+            const sm_layer& Ly = P.layer[li];
+            if (Ly.issue_at >= 0) continue; /* fallback modes: issued when its region is free */
+            const int r0 = sm_row0(blockIdx.x, Ly.N, gridDim.x), R = sm_row0(blockIdx.x + 1, Ly.N, gridDim.x) - r0;
+            sm_issue_layer<T>(Ly, smem, r0, R);
+            cp_async_commit();
         }
-        if (li + 1 < P.L) sm_grid_barrier(P.counters + li);
+    } else {
+        /* 2. warp 7: biases -> shared fp32 (zeros when absent), layer by layer, while the
+         * stream runs (issued first, so they do not queue behind the weights) */
+        const int l = threadIdx.x - FMLP_SM_ISSUE;
+        for (int li = 0; li < L; li++) {
+            const sm_layer& Ly = P.layer[li];
+            const int r0 = sm_row0(blockIdx.x, Ly.N, gridDim.x), R = sm_row0(blockIdx.x + 1, Ly.N, gridDim.x) - r0;
+            for (int j = 0; j <= Ly.G; j++) {
+                const T* b = (const T*)P.b[li][j];
+                for (int r = l; r < R; r += 32) sb[Ly.b_off + j * Ly.Rmax + r] = b ? sm_type<T>::to_f(b[r0 + r]) : 0.f;
+            }
+        }
+    }
+    /* 3. layers (each waits for its own commit group inside sm_layer_run) */
+    for (int li = 0; li < L; li++) {
+        const sm_layer& Ly = P.layer[li];
+        if (threadIdx.x < FMLP_SM_ISSUE) { /* fallback modes: layers whose region is free now */
+            for (int lj = li; lj < L; lj++) {
+                const sm_layer& Lj = P.layer[lj];
+                if (Lj.issue_at != li) continue;
+                const int q0 = sm_row0(blockIdx.x, Lj.N, gridDim.x), Q = sm_row0(blockIdx.x + 1, Lj.N, gridDim.x) - q0;
+                sm_issue_layer<T>(Lj, smem, q0, Q);
+                cp_async_commit();
+            }
+        }
+        const int r0 = sm_row0(blockIdx.x, Ly.N, gridDim.x), R = sm_row0(blockIdx.x + 1, Ly.N, gridDim.x) - r0;
+        if (R > 0) {
+            if (Ly.G) sm_layer_run<T, MT, true>(P, Ly, Ly.pending, sb + Ly.b_off, smem, r0, R);
+            else sm_layer_run<T, MT, false>(P, Ly, Ly.pending, sb + Ly.b_off, smem, r0, R);
+        }
+        if (li + 1 < L) { /* grid barrier: h_{i+1} of every block is visible after it */
+            __syncthreads();
+            if (threadIdx.x == 0) {
+                red_release_add(P.bar, 1u);
+                const unsigned target = (unsigned)(li + 1) * gridDim.x;
+                while (ld_acquire(P.bar) < target) {
+                }
+            }
+            __syncthreads();
+        }
     }
 }
 
 /* ========================================================================== */
-/* Host: plan (shared by workspace sizing and launch), entry points            */
+/* Host: plan (shared by support, workspace sizing and launch), entry points    */
 /* ========================================================================== */
 
-/* Development knobs (dev/cuda/small_m sweeps them; the shipped defaults are below). */
-static int g_sm_blocks_per_sm = 1;  /* target resident blocks per SM (registers: ~1) */
-static int g_sm_piece_cost = 96;    /* per-piece overhead, in columns, for choosing S */
-static int g_sm_prefetch = 1;       /* L2 prefetch of the next layer's pieces         */
-static size_t g_sm_prefetch_max = (size_t)24 << 20; /* skip prefetch of larger layers */
-
-extern "C" void fmlp_small_m_dev_tune(int blocks_per_sm, int piece_cost, int prefetch) {
-    if (blocks_per_sm > 0) g_sm_blocks_per_sm = blocks_per_sm;
-    if (piece_cost >= 0) g_sm_piece_cost = piece_cost;
-    if (prefetch >= 0) g_sm_prefetch = prefetch;
-}
-
 typedef struct {
-    int MT, grid, smem;
-    int S[FMLP_MAX_LAYERS], KR[FMLP_MAX_LAYERS], T[FMLP_MAX_LAYERS], cnt_off[FMLP_MAX_LAYERS];
-    size_t off_cnt, n_cnt, off_h[2], off_part, total;
+    int MT, grid, smem, red_off, RS;
+    int Rmax[FMLP_MAX_LAYERS], Kp[FMLP_MAX_LAYERS], wstride[FMLP_MAX_LAYERS], KS[FMLP_MAX_LAYERS],
+        KB[FMLP_MAX_LAYERS], units[FMLP_MAX_LAYERS], w_off[FMLP_MAX_LAYERS], b_off[FMLP_MAX_LAYERS],
+        issue_at[FMLP_MAX_LAYERS], pending[FMLP_MAX_LAYERS];
+    int mode; /* 0: all layers streamed from entry, 1: two alternating regions, 2: one region */
+    size_t off_h[FMLP_MAX_LAYERS + 1], total; /* workspace: counter | h_1 .. h_{L-1} */
 } sm_plan;
 
 static const void* sm_kernel_ptr(fmlp_dtype dt, int MT) {
@@ -548,89 +545,98 @@ static const void* sm_kernel_ptr(fmlp_dtype dt, int MT) {
 #undef FMLP_SM_K
 }
 
-static int sm_nv(fmlp_dtype dt, int MT, int gated) {
-    return (dt == FMLP_F32 ? MT * 8 : MT * 4) * (gated ? 2 : 1);
-}
+static size_t sm_align(size_t v, size_t a) { return (v + a - 1) / a * a; }
 
-static size_t sm_align(size_t v) { return (v + 255) & ~(size_t)255; }
-
-/* Deterministic in (d, dt, M, ctx): sizes the grid, picks the K split of every layer. */
-static int sm_make_plan(const fmlp_desc* d, fmlp_dtype dt, int64_t M, const fmlp_cuda_ctx* ctx, sm_plan* pl,
-                        int query_occupancy) {
+/* Deterministic in (d, dt, M, ctx). Returns NULL, or why the shape is not supported. */
+static const char* sm_make_plan(const fmlp_desc* d, fmlp_dtype dt, int64_t M, const fmlp_cuda_ctx* ctx,
+                                sm_plan* pl) {
     const int es = (int)fmlp_dtype_size(dt);
-    const int L = d->n_layers;
-    const int Mpad = (M <= 8 ? 1 : M <= 16 ? 2 : M <= 32 ? 4 : 8) * 8;
-    int bps = g_sm_blocks_per_sm;
-replan:;
-    const int smem_cap = (bps >= 2 ? 110 : 220) * 1024; /* per block, within 227 KB / SM */
-    int grid = ctx->sm_count * bps;
-    int smem = 0;
+    const int L = d->n_layers, grid = ctx->sm_count;
     memset(pl, 0, sizeof *pl);
     pl->MT = M <= 8 ? 1 : M <= 16 ? 2 : M <= 32 ? 4 : 8;
+    const int Mpad = pl->MT * 8;
+    pl->RS = Mpad + 1;
+    pl->grid = grid;
+    size_t bias_f = 0, red_f = 0, wbytes = 0;
     for (int i = 0; i < L; i++) {
-        const int N = (int)d->width[i + 1], K = (int)d->width[i];
-        const int T = (N + 15) / 16, groups = (T + FMLP_SM_WARPS - 1) / FMLP_SM_WARPS;
-        long best = -1;
-        int bS = 1, bKR = 32;
-        for (int S = 1; S <= (K + 31) / 32; S++) {
-            int KR = (K + S - 1) / S;
-            KR = (KR + 31) / 32 * 32;
-            int Sr = (K + KR - 1) / KR;
-            if (Sr != S) continue;
-            if ((long)groups * S > 8L * grid && best >= 0) break;
-            if (Mpad * sm_row_stride(KR, es) * es > smem_cap) continue;
-            long waves = ((long)groups * S + grid - 1) / grid;
-            int nv = sm_nv(dt, pl->MT, d->gated && i == 0), F = nv >= 64 ? 1 : 64 / nv;
-            long cost = waves * (KR + g_sm_piece_cost) + (S > 1 ? 48 + 32 * ((S + F - 1) / F) : 0);
-            if (best < 0 || cost < best) { best = cost; bS = S; bKR = KR; }
-        }
-        pl->S[i] = bS;
-        pl->KR[i] = bKR;
-        pl->T[i] = T;
-        int sm = Mpad * sm_row_stride(bKR, es) * es;
-        if (sm > smem) smem = sm;
+        const int N = (int)d->width[i + 1], K = (int)d->width[i], G = d->gated && i == 0, NM = 1 + G;
+        const int Rmax = (N + grid - 1) / grid, RT = (Rmax + 15) / 16;
+        const int Kp = (K + 31) / 32 * 32, nkb = Kp / 32;
+        int KS = RT >= FMLP_SM_WARPS ? 1 : FMLP_SM_WARPS / RT;
+        if (KS > nkb) KS = nkb;
+        const int KB = (nkb + KS - 1) / KS;
+        KS = (nkb + KB - 1) / KB;
+        /* row stride: 128-byte multiple + 64 (16-bit: the 2 rows of a quarter-warp's 16-byte
+         * loads fall in distinct banks) or + 16 (fp32: 8 consecutive rows) */
+        const int wstride = (int)sm_align((size_t)Kp * es, 128) + (es == 2 ? 64 : 16);
+        pl->Rmax[i] = Rmax; pl->Kp[i] = Kp; pl->wstride[i] = wstride;
+        pl->KS[i] = KS; pl->KB[i] = KB; pl->units[i] = RT * KS;
+        pl->b_off[i] = (int)bias_f;
+        bias_f += (size_t)NM * Rmax;
+        size_t rf = (size_t)RT * KS * NM * 16 * pl->RS;
+        red_f = rf > red_f ? rf : red_f;
+        pl->w_off[i] = (int)wbytes; /* relative; rebased below */
+        wbytes += sm_align((size_t)NM * Rmax * wstride, 128);
     }
-    pl->smem = smem;
-    const void* fn = sm_kernel_ptr(dt, pl->MT);
-    if (smem > 48 * 1024 && cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, smem) != cudaSuccess)
-        return FMLP_ERR_BACKEND;
-    if (query_occupancy) {
-        int occ = 0;
-        if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, fn, FMLP_SM_THREADS, smem) != cudaSuccess)
-            return FMLP_ERR_BACKEND;
-        if (occ < 1) return FMLP_ERR_UNSUPPORTED;
-        if (occ < bps) {
-            bps = occ;
-            query_occupancy = 0; /* smaller grid: choose the splits again */
-            goto replan;
-        }
-    }
-    pl->grid = ctx->sm_count * bps;
-    /* workspace: counters | h ping-pong (M, max width) dtype | partial tiles fp32 */
-    size_t off = 0, ncnt = (size_t)L;
+    const size_t red_off = sm_align(bias_f * 4, 128), w0 = sm_align(red_off + red_f * 4, 128);
+    int optin = 0;
+    if (cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, ctx->device) != cudaSuccess)
+        return "cudaDeviceGetAttribute failed";
+    size_t wmax[2] = {0, 0}, wall = 0;
     for (int i = 0; i < L; i++) {
-        pl->cnt_off[i] = (int)ncnt;
-        if (pl->S[i] > 1) ncnt += (size_t)pl->T[i];
+        const int NM = 1 + (d->gated && i == 0);
+        const size_t b = sm_align((size_t)NM * pl->Rmax[i] * pl->wstride[i], 128);
+        wmax[i & 1] = b > wmax[i & 1] ? b : wmax[i & 1];
+        wall += b;
     }
-    pl->off_cnt = 0;
-    pl->n_cnt = ncnt;
-    off = sm_align(ncnt * sizeof(unsigned));
-    int64_t maxw = 1;
-    for (int i = 1; i < L; i++) maxw = d->width[i] > maxw ? d->width[i] : maxw;
-    for (int j = 0; j < 2; j++) {
-        pl->off_h[j] = off;
-        off += L > 1 ? sm_align((size_t)M * (size_t)maxw * es) : 0;
-    }
-    pl->off_part = off;
-    size_t part = 0;
-    for (int i = 0; i < L; i++)
-        if (pl->S[i] > 1) {
-            size_t b = (size_t)pl->T[i] * pl->S[i] * sm_nv(dt, pl->MT, d->gated && i == 0) * 32 * sizeof(float);
-            part = b > part ? b : part;
+    const size_t cap = (size_t)optin;
+    size_t total;
+    if (w0 + wbytes <= cap) { /* mode 0: every layer's slice streams from kernel entry */
+        pl->mode = 0;
+        total = w0 + wbytes;
+        for (int i = 0; i < L; i++) { pl->w_off[i] += (int)w0; pl->issue_at[i] = -1; pl->pending[i] = L - 1 - i; }
+    } else if (L >= 2 && w0 + wmax[0] + wmax[1] <= cap) {
+        /* mode 1: even layers in region A, odd in region B; layer i+1 is issued when layer i
+         * starts (layer i-1, the region's previous user, is done: grid barrier) */
+        pl->mode = 1;
+        total = w0 + wmax[0] + wmax[1];
+        for (int i = 0; i < L; i++) {
+            pl->w_off[i] = (int)(w0 + ((i & 1) ? wmax[0] : 0));
+            pl->issue_at[i] = i >= 2 ? i - 1 : -1;
+            pl->pending[i] = i + 1 < L ? 1 : 0;
         }
-    off += sm_align(part);
+    } else {
+        /* mode 2: one region, each layer issued at its own start (no overlap: slow, correct) */
+        const size_t m = wmax[0] > wmax[1] ? wmax[0] : wmax[1];
+        if (w0 + m > cap)
+            return "one layer's per-block weight slice (plus the reduction buffer) does not fit in shared "
+                   "memory (v2 streams weight rows whole into shared memory)";
+        pl->mode = 2;
+        total = w0 + m;
+        for (int i = 0; i < L; i++) { pl->w_off[i] = (int)w0; pl->issue_at[i] = i; pl->pending[i] = 0; }
+    }
+    (void)wall;
+    pl->red_off = (int)red_off;
+    pl->smem = (int)total;
+    /* workspace: barrier counter | h_1 .. h_{L-1} (M, width[i]) dtype, each 256-aligned */
+    size_t off = 256;
+    for (int i = 1; i < L; i++) {
+        pl->off_h[i] = off;
+        off += sm_align((size_t)M * (size_t)d->width[i] * es, 256);
+    }
     pl->total = off;
-    return FMLP_OK;
+    return NULL;
+}
+
+/* Raises the kernel's shared limit and checks that one block per SM is resident. */
+static int sm_prepare(fmlp_dtype dt, const sm_plan* pl) {
+    const void* fn = sm_kernel_ptr(dt, pl->MT);
+    if (cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, pl->smem) != cudaSuccess)
+        return FMLP_ERR_BACKEND;
+    int occ = 0;
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, fn, FMLP_SM_THREADS, pl->smem) != cudaSuccess)
+        return FMLP_ERR_BACKEND;
+    return occ >= 1 ? FMLP_OK : FMLP_ERR_UNSUPPORTED;
 }
 
 extern "C" int fmlp_small_m_supported(const fmlp_desc* d, fmlp_dtype dt, int64_t M, const fmlp_cuda_ctx* ctx,
@@ -645,6 +651,10 @@ extern "C" int fmlp_small_m_supported(const fmlp_desc* d, fmlp_dtype dt, int64_t
     else {
         for (int i = 0; i <= d->n_layers; i++)
             if (d->width[i] > (1 << 24)) { w = "a width exceeds 2^24 (32-bit indexing inside the kernel)"; break; }
+        if (!w) {
+            sm_plan pl;
+            w = sm_make_plan(d, dt, M, ctx, &pl);
+        }
     }
     if (why) *why = w ? w : "single launch, weights streamed once over all SMs (M <= 64)";
     return w == NULL;
@@ -654,7 +664,7 @@ extern "C" size_t fmlp_small_m_workspace_bytes(const fmlp_desc* d, fmlp_dtype dt
                                                const fmlp_cuda_ctx* ctx) {
     sm_plan pl;
     if (!fmlp_small_m_supported(d, dt, M, ctx, NULL)) return 0;
-    if (sm_make_plan(d, dt, M, ctx, &pl, 1) != FMLP_OK) return 0;
+    if (sm_make_plan(d, dt, M, ctx, &pl) != NULL) return 0;
     return pl.total;
 }
 
@@ -669,22 +679,25 @@ extern "C" int fmlp_forward_small_m_cuda(const fmlp_desc* d, fmlp_dtype dt, int6
         return fmlp_fail(st, FMLP_ERR_UNSUPPORTED, "small-M forward: %s", why);
     if (M == 0) return FMLP_OK;
     sm_plan pl;
-    int rc = sm_make_plan(d, dt, M, ctx, &pl, 1);
+    why = sm_make_plan(d, dt, M, ctx, &pl);
+    if (why) return fmlp_fail(st, FMLP_ERR_UNSUPPORTED, "small-M forward: %s", why);
+    int rc = sm_prepare(dt, &pl);
     if (rc != FMLP_OK)
-        return fmlp_fail(st, rc, "small-M forward: occupancy query failed (%s)", cudaGetErrorString(cudaGetLastError()));
+        return fmlp_fail(st, rc, "small-M forward: shared-memory attribute / occupancy query failed (%s)",
+                         cudaGetErrorString(cudaGetLastError()));
     if (ws == NULL || ((uintptr_t)ws & 255))
         return fmlp_fail(st, FMLP_ERR_INVALID, "small-M forward: workspace must be non-NULL and 256-byte aligned");
 
-    const int L = d->n_layers, es = (int)fmlp_dtype_size(dt), VE = 16 / es;
+    const int L = d->n_layers, es = (int)fmlp_dtype_size(dt);
     char* wsb = (char*)ws;
     sm_params P;
     memset(&P, 0, sizeof P);
     P.L = L;
     P.M = (int)M;
-    P.gated = d->gated;
     P.slope = d->negative_slope;
-    P.counters = (unsigned*)(wsb + pl.off_cnt);
-    P.partial = (float*)(wsb + pl.off_part);
+    P.bar = (unsigned*)wsb;
+    P.red_off = pl.red_off;
+    P.RS = pl.RS;
     for (int i = 0; i < L; i++) {
         sm_layer* Ly = &P.layer[i];
         const int g = d->gated && i == 0;
@@ -692,13 +705,20 @@ extern "C" int fmlp_forward_small_m_cuda(const fmlp_desc* d, fmlp_dtype dt, int6
         Ly->N = (int)d->width[i + 1];
         Ly->K = (int)d->width[i];
         Ly->act = d->act[i];
-        Ly->S = pl.S[i];
-        Ly->KR = pl.KR[i];
-        Ly->T = pl.T[i];
-        Ly->cnt_off = pl.cnt_off[i];
+        Ly->G = g;
+        Ly->Kp = pl.Kp[i];
+        Ly->wstride = pl.wstride[i];
+        Ly->Rmax = pl.Rmax[i];
+        Ly->KS = pl.KS[i];
+        Ly->KB = pl.KB[i];
+        Ly->units = pl.units[i];
+        Ly->w_off = pl.w_off[i];
+        Ly->b_off = pl.b_off[i];
+        Ly->issue_at = pl.issue_at[i];
+        Ly->pending = pl.pending[i];
         for (int j = 0; j <= g; j++) {
             Ly->w[j] = p->w[k0 + j];
-            Ly->b[j] = d->has_bias[k0 + j] ? p->b[k0 + j] : NULL;
+            P.b[i][j] = d->has_bias[k0 + j] ? p->b[k0 + j] : NULL;
             if (Ly->w[j] == NULL)
                 return fmlp_fail(st, FMLP_ERR_INVALID, "small-M forward: weights[%d] is NULL", k0 + j);
             if (d->has_bias[k0 + j] && p->b[k0 + j] == NULL)
@@ -709,15 +729,13 @@ extern "C" int fmlp_forward_small_m_cuda(const fmlp_desc* d, fmlp_dtype dt, int6
             Ly->save[0] = saved[si];
             if (g) Ly->save[1] = saved[si + 1];
         }
-        Ly->in = i == 0 ? x : (const void*)(wsb + pl.off_h[(i - 1) & 1]);
-        Ly->out = i == L - 1 ? out : (void*)(wsb + pl.off_h[i & 1]);
-        Ly->wvec = (Ly->K % VE == 0) && sm_aligned16(Ly->w[0]) && (!g || sm_aligned16(Ly->w[1]));
-        Ly->hvec = (Ly->K % VE == 0) && sm_aligned16(Ly->in);
-        size_t lbytes = (size_t)Ly->N * Ly->K * es * (g ? 2 : 1);
-        Ly->prefetch = g_sm_prefetch && i > 0 && lbytes <= g_sm_prefetch_max;
+        Ly->in = i == 0 ? x : (const void*)(wsb + pl.off_h[i]);
+        Ly->out = i == L - 1 ? out : (void*)(wsb + pl.off_h[i + 1]);
+        Ly->wvec = ((Ly->K * es) % 16 == 0) && sm_aligned16(Ly->w[0]) && (!g || sm_aligned16(Ly->w[1]));
+        Ly->hvec = ((Ly->K * es) % 16 == 0) && sm_aligned16(Ly->in);
     }
     cudaStream_t stream = (cudaStream_t)ctx->stream;
-    cudaError_t e = cudaMemsetAsync(wsb + pl.off_cnt, 0, pl.n_cnt * sizeof(unsigned), stream);
+    cudaError_t e = cudaMemsetAsync(wsb, 0, sizeof(unsigned), stream);
     if (e != cudaSuccess)
         return fmlp_fail(st, FMLP_ERR_BACKEND, "small-M forward: cudaMemsetAsync failed: %s", cudaGetErrorString(e));
     const void* fn = sm_kernel_ptr(dt, pl.MT);

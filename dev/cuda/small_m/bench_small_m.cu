@@ -5,6 +5,8 @@
  * device-to-device copy bandwidth, read + write counted).
  *
  * Build and run: dev/cuda/small_m/run.sh (on the GPU). Usage: bench_small_m [check|time|all]
+ * Times the kernel in csrc/cuda/fmlp_small_m.cu as built (v2 since 2026-11-24), plus the
+ * cost of the per-call memset node alone; eager.py prints the eager baseline in the same run.
  */
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -19,8 +21,6 @@
 #include "fmlp.h"
 #include "fmlp_cuda.h"
 
-extern "C" void fmlp_small_m_dev_tune(int blocks_per_sm, int piece_cost, int prefetch);
-
 #define CK(x)                                                                                   \
     do {                                                                                        \
         cudaError_t e_ = (x);                                                                   \
@@ -31,6 +31,7 @@ extern "C" void fmlp_small_m_dev_tune(int blocks_per_sm, int piece_cost, int pre
     } while (0)
 
 static uint64_t rng = 0x9E3779B97F4A7C15ull;
+[[maybe_unused]] static void* g_dummy_flush = NULL; /* 64 MB, written between profiled launches (> 50 MB L2) */
 static float frand() { /* uniform [-1, 1) */
     rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17;
     return (float)((rng >> 11) * (1.0 / 9007199254740992.0)) * 2.f - 1.f;
@@ -164,6 +165,10 @@ static double rel_err(const std::vector<unsigned char>& got, const std::vector<d
     *nan_count = nans;
     return sqrt(num / (den > 0 ? den : 1));
 }
+
+#ifdef FMLP_SM_PROF
+extern "C" int fmlp_small_m_dev_prof(void* dst);
+#endif
 
 static fmlp_cuda_ctx make_ctx(cudaStream_t s) {
     fmlp_cuda_ctx c;
@@ -332,6 +337,57 @@ static double time_graph(const fmlp_desc& d, fmlp_dtype dt, int M, cudaStream_t 
     return median(t) * 1e3 / per;
 }
 
+#ifdef FMLP_SM_PROF
+/* prof: %globaltimer stamps of one cold launch (build with -DFMLP_SM_PROF), µs after the
+ * earliest block entry: median and max over blocks per phase. */
+static void prof_case(const char* name, const fmlp_desc& d, int M, cudaStream_t st) {
+    static unsigned long long pr[1024][16];
+    fmlp_cuda_ctx ctx = make_ctx(st);
+    Mlp m;
+    mlp_init(m, d, FMLP_BF16, 6);
+    std::vector<float> x((size_t)M * d.width[0]);
+    for (auto& v : x) v = round_dt(frand(), FMLP_BF16);
+    std::vector<unsigned char> xb;
+    to_dev_bits(x, FMLP_BF16, xb);
+    void *dx, *dout, *dws;
+    CK(cudaMalloc(&dx, xb.size()));
+    CK(cudaMemcpy(dx, xb.data(), xb.size(), cudaMemcpyHostToDevice));
+    CK(cudaMalloc(&dout, (size_t)M * d.width[d.n_layers] * 2));
+    CK(cudaMalloc(&dws, fmlp_small_m_workspace_bytes(&d, FMLP_BF16, M, &ctx)));
+    fmlp_status stt;
+    const char* lab[16] = {"entry", "prod issued", "prod landed", "L0 start", "L0 done", "L0 pre-bar", "L0 bar done",
+                           "L1 start", "L1 done", "-", "-", "-", "-", "-", "-", "end"};
+    std::vector<std::vector<double>> acc(16);
+    for (int it = 0; it < 12; it++) {
+        fmlp_params p = mlp_params(m, it % 6);
+        CK(cudaMemset(g_dummy_flush, it, 64 << 20)); /* evict weights from L2 */
+        if (fmlp_forward_small_m_cuda(&d, FMLP_BF16, M, dx, &p, dout, NULL, dws, &ctx, &stt)) { printf("fail %s\n", stt.msg); exit(1); }
+        CK(cudaStreamSynchronize(st));
+        if (it < 6) continue;
+        CK((cudaError_t)fmlp_small_m_dev_prof(pr));
+        unsigned long long t0 = ~0ull;
+        for (int b = 0; b < ctx.sm_count; b++) t0 = std::min(t0, pr[b][0]);
+        for (int k = 0; k < 16; k++) {
+            std::vector<double> v;
+            for (int b = 0; b < ctx.sm_count; b++) v.push_back(pr[b][k] >= t0 ? (pr[b][k] - t0) * 1e-3 : -1);
+            std::sort(v.begin(), v.end());
+            acc[k].push_back(v[v.size() / 2]);
+            acc[k].push_back(v.back());
+        }
+    }
+    printf("prof %s M=%d (cold, 6 launches; us after first block entry: median-of-launches of block median / block max)\n", name, M);
+    for (int k = 0; k < 16; k++) {
+        if (!strcmp(lab[k], "-")) continue;
+        std::vector<double> med, mx;
+        for (size_t i = 0; i < acc[k].size(); i += 2) { med.push_back(acc[k][i]); mx.push_back(acc[k][i + 1]); }
+        std::sort(med.begin(), med.end()); std::sort(mx.begin(), mx.end());
+        printf("  %-13s %7.2f %7.2f\n", lab[k], med[med.size() / 2], mx[mx.size() / 2]);
+    }
+    cudaFree(dx); cudaFree(dout); cudaFree(dws);
+    mlp_free(m);
+}
+#endif
+
 int main(int argc, char** argv) {
     const char* mode = argc > 1 ? argv[1] : "all";
     cudaStream_t st;
@@ -368,14 +424,30 @@ int main(int argc, char** argv) {
             fails += check_one("1000-2000-1000 (K%8!=0)", d_k1000, dts[di], 8, st, 2);
             fails += check_one("swiglu 520-1400-520", d_swiglu, dts[di], 40, st, 1);
         }
-        fails += check_one("geglu 768-3072-768", d_geglu, FMLP_F32, 64, st, 1);
+        fails += check_one("geglu 768-3072-768", d_geglu, FMLP_F32, 64, st, 1); /* v2: one-region fallback */
+        /* v2: slices of all 4 layers exceed shared memory in f32: two alternating regions */
+        fmlp_desc d_ring = make_desc(4, 0, {1024, 2048, 1024, 2048, 1024},
+                                     {FMLP_ACT_GELU_TANH, FMLP_ACT_RELU, FMLP_ACT_SILU, FMLP_ACT_IDENTITY}, {1, 1, 0, 1});
+        fails += check_one("ring 1024-2048-1024-2048-1024", d_ring, FMLP_F32, 8, st, 1);
+        fails += check_one("ring 1024-2048-1024-2048-1024", d_ring, FMLP_BF16, 64, st, 1);
         fmlp_desc d_big65 = d_big;
         fmlp_cuda_ctx ctx = make_ctx(st);
         const char* why;
         int sup = fmlp_small_m_supported(&d_big65, FMLP_BF16, 65, &ctx, &why);
         printf("M=65 supported=%d (%s)\n", sup, why);
+        fmlp_desc d_huge = make_desc(2, 0, {4096, 16384, 4096}, {FMLP_ACT_GELU, FMLP_ACT_IDENTITY}, {1, 1});
+        sup = fmlp_small_m_supported(&d_huge, FMLP_BF16, 16, &ctx, &why);
+        printf("4096-16384-4096 bf16 M=16 supported=%d (%s)\n", sup, why);
         printf("CHECK %s (%d failures)\n", fails ? "FAILED" : "passed", fails);
     }
+#ifdef FMLP_SM_PROF
+    if (!strcmp(mode, "prof")) {
+        CK(cudaMalloc(&g_dummy_flush, 64 << 20));
+        prof_case("1024-4096-1024 gelu_tanh bias", d_big, 1, st);
+        prof_case("1024-4096-1024 gelu_tanh bias", d_big, 16, st);
+        prof_case("geglu 768-3072-768 nobias", d_geglu, 64, st);
+    }
+#endif
     if (!strcmp(mode, "time") || !strcmp(mode, "all")) {
         double bw = copy_bandwidth(st);
         printf("copy bandwidth (read+write): %.0f GB/s\n", bw / 1e9);
@@ -383,13 +455,11 @@ int main(int argc, char** argv) {
             {"1024-4096-1024 gelu_tanh bias", &d_big, 1},
             {"1024-4096-1024 gelu_tanh bias", &d_big, 16},
             {"geglu 768-3072-768 nobias", &d_geglu, 64}};
-        struct { int bps, cost, pf; } tunes[4] = {{1, 96, 1}, {1, 96, 0}, {1, 32, 1}, {1, 256, 1}};
         char table[4096];
         int tl = 0;
-        tl += snprintf(table + tl, sizeof table - tl, "%-32s %3s %-10s %9s %9s %9s %7s\n", "case", "M", "tune(c,pf)", "floor_us",
-                       "cold_us", "hot_us", "cold/fl");
+        tl += snprintf(table + tl, sizeof table - tl, "%-32s %3s %9s %9s %9s %7s %7s\n", "case", "M", "floor_us",
+                       "cold_us", "hot_us", "cold/fl", "hot/fl");
         for (int c = 0; c < 3; c++) {
-            Mlp tmp;
             size_t wb = 0;
             for (int k = 0; k < fmlp_n_weights(cases[c].d); k++) {
                 int64_t o, i;
@@ -397,18 +467,34 @@ int main(int argc, char** argv) {
                 wb += (size_t)o * i * 2;
             }
             double floor_us = wb / bw * 1e6;
-            for (int tu = 0; tu < 4; tu++) {
-                fmlp_small_m_dev_tune(tunes[tu].bps, tunes[tu].cost, tunes[tu].pf);
-                double cold = time_graph(*cases[c].d, FMLP_BF16, cases[c].M, st, 6, 12);
-                double hot = time_graph(*cases[c].d, FMLP_BF16, cases[c].M, st, 1, 12);
-                char tn[32];
-                snprintf(tn, sizeof tn, "%d,%d", tunes[tu].cost, tunes[tu].pf);
-                tl += snprintf(table + tl, sizeof table - tl, "%-32s %3d %-10s %9.2f %9.2f %9.2f %7.2f\n", cases[c].name,
-                               cases[c].M, tn, floor_us, cold, hot, cold / floor_us);
-            }
-            (void)tmp;
+            double cold = time_graph(*cases[c].d, FMLP_BF16, cases[c].M, st, 6, 12);
+            double hot = time_graph(*cases[c].d, FMLP_BF16, cases[c].M, st, 1, 12);
+            double cold2 = time_graph(*cases[c].d, FMLP_BF16, cases[c].M, st, 6, 12); /* spread */
+            printf("%s M=%d cold %.2f / %.2f (repeat) hot %.2f us\n", cases[c].name, cases[c].M, cold, cold2, hot);
+            tl += snprintf(table + tl, sizeof table - tl, "%-32s %3d %9.2f %9.2f %9.2f %7.2f %7.2f\n", cases[c].name,
+                           cases[c].M, floor_us, cold, hot, cold / floor_us, hot / floor_us);
         }
-        fmlp_small_m_dev_tune(1, 96, 1);
+        { /* the memset node alone: graph of 12 4-byte memsets */
+            void* dws;
+            CK(cudaMalloc(&dws, 256));
+            cudaGraph_t g;
+            cudaGraphExec_t ge;
+            CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeGlobal));
+            for (int i = 0; i < 12; i++) CK(cudaMemsetAsync(dws, 0, 4, st));
+            CK(cudaStreamEndCapture(st, &g));
+            CK(cudaGraphInstantiate(&ge, g, 0));
+            cudaEvent_t e0, e1;
+            CK(cudaEventCreate(&e0)); CK(cudaEventCreate(&e1));
+            std::vector<float> t;
+            for (int i = 0; i < 60; i++) {
+                CK(cudaEventRecord(e0, st)); CK(cudaGraphLaunch(ge, st)); CK(cudaEventRecord(e1, st));
+                CK(cudaEventSynchronize(e1));
+                float ms; CK(cudaEventElapsedTime(&ms, e0, e1));
+                if (i >= 10) t.push_back(ms);
+            }
+            tl += snprintf(table + tl, sizeof table - tl, "memset node alone (per forward): %.2f us\n", median(t) * 1e3 / 12);
+            cudaGraphExecDestroy(ge); cudaGraphDestroy(g); cudaFree(dws);
+        }
         printf("weight bytes: 1024-4096-1024 %.1f MB, geglu %.1f MB; floor = bytes / copy bandwidth (%.0f GB/s)\n",
                2.0 * 1024 * 4096 * 2 / 1e6, 3.0 * 768 * 3072 * 2 / 1e6, bw / 1e9);
         printf("%s", table);

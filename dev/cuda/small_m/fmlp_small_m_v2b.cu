@@ -1,0 +1,785 @@
+/* fmlp_small_m_v2b.cu — DEV VARIANT v2b of csrc/cuda/fmlp_small_m.cu (not built by setup.py):
+ * warp 7 is a producer that issues every cp.async and signals per-layer mbarriers; the 7
+ * compute warps sync on a named barrier. Correct on the 48-case check (run 2), but slower
+ * than v2a (17.9 vs 16.1 us at M=1): one warp issuing 8K cp.async per SM at ~30 SASS
+ * instructions each is issue-bound (~11 us). Kept with the -DFMLP_SM_PROF %globaltimer
+ * stamps as the base for the TMA (cp.async.bulk per row) version. run.sh times it beside
+ * the csrc kernel and builds the profiling binary from it.
+ *
+ * Original header (of the file this was copied from) follows.
+ *
+/* fmlp_small_m.cu — the single-launch small-M forward (M <= 64 rows), CUDA C. Version 2.
+ *
+ * Regime: few tokens at transformer widths. The work is bound by reading the weights
+ * from HBM once, so one persistent launch (1 block of 8 warps per SM, all resident:
+ * grid = ctx->sm_count, checked with the occupancy query) computes every layer, with a
+ * software grid barrier between consecutive layers.
+ *
+ * Work split: block b owns output rows [b*N/G, (b+1)*N/G) of EVERY layer (G = grid),
+ * whole K per row, so no block ever needs another block's partial sums; the gated first
+ * layer keeps the gate and the up rows of the same indices in the same block.
+ *
+ * Streaming: at kernel entry each block issues 16-byte cp.async.cg copies of its row
+ * slices of ALL layers into shared memory, one commit group per layer, so HBM streams at
+ * full rate from t = 0 and the barriers / epilogues overlap the rest of the stream; layer
+ * i waits (cp.async.wait_group) only for its own group. Shapes whose per-block share of
+ * all layers does not fit in shared memory are not supported (fmlp_small_m_supported
+ * says why) and go to the GEMM path.
+ *
+ * Per layer (out N, in K), tokens as the MMA's N dimension ("swap A/B"):
+ *   unit   16 rows (gated: 16 gate + the 16 matching up rows) × one K range; the block's
+ *          RT row tiles × KS K splits (RT*KS ~ 8) are spread over its 8 warps
+ *   A      weights from shared memory (16-byte ld.shared, padded rows: no bank conflicts)
+ *   B      the layer input h (x, or the previous layer's output in the workspace: L2),
+ *          16-byte global loads straight into registers, double-buffered in chunks
+ *   MMA    mma.sync m16n8k16 bf16/fp16 with fp32 accumulators (float32: FFMA, no TF32)
+ *   reduce each unit writes its fp32 tile to shared memory; after __syncthreads the
+ *          threads sum the KS splits in split order (deterministic), add the bias (kept
+ *          in shared memory since entry), save z, apply the activation / gate product,
+ *          and write h_{i+1} (dtype) with coalesced stores
+ *   barrier one counter in the workspace (zeroed by one cudaMemsetAsync per call):
+ *          red.release.gpu add to arrive, ld.acquire.gpu spin to wait
+ *
+ * Build: setup.py (nvcc -O3 ... -gencode sm_90a and sm_80). Tested and timed by
+ * dev/cuda/small_m/bench_small_m.cu (CPU double reference, poisoned outputs, dirty
+ * workspace, misaligned x; CUDA-graph replay against the device copy bandwidth floor and
+ * the eager baseline): dev/cuda/small_m/run.sh. Results: NOTES.md "CUDA small-M kernel".
+ */
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "fmlp.h"
+#include "fmlp_activation.h"
+#include "fmlp_cuda.h"
+
+#define FMLP_SM_WARPS 8
+#define FMLP_SM_THREADS (FMLP_SM_WARPS * 32)
+#define FMLP_SM_MAX_M 64
+#define FMLP_SM_CW 7                        /* compute warps 0..6; warp 7 streams the weights */
+#define FMLP_SM_CT (FMLP_SM_CW * 32)
+
+/* ========================================================================== */
+/* Kernel parameters (passed by value)                                        */
+/* ========================================================================== */
+
+typedef struct {
+    const void* w[2];   /* (N, K) weights: w[0] plain or gate, w[1] up (gated) — HBM        */
+    void* save[2];      /* (M, N) saved pre-activations z (gate, up) or NULL               */
+    const void* in;     /* (M, K) layer input h_i: x, or a workspace buffer (L2)           */
+    void* out;          /* (M, N) layer output h_{i+1}: workspace buffer or `out`          */
+    int N, K, act, G;   /* G: gated layer (two weight matrices)                            */
+    int Kp;             /* K rounded up to 32 (shared rows are zero-padded to Kp)          */
+    int wstride;        /* bytes per weight row in shared memory (padded against conflicts) */
+    int Rmax;           /* max rows per block = ceil(N / grid)                             */
+    int KS, KB;         /* K splits per row tile, 32-column blocks per split               */
+    int units;          /* row tiles × KS                                                  */
+    int w_off;          /* shared byte offset of this layer's weights (Rmax*(1+G) rows)     */
+    int b_off;          /* shared float offset of this layer's biases ((1+G)*Rmax)          */
+    int wait_free;      /* -1: copies issued at kernel entry; j: issued once layer j (the    */
+                        /* previous user of the shared region) has been consumed            */
+    int wvec;           /* weights allow 16-byte cp.async (K*es % 16 == 0, aligned)          */
+    int hvec;           /* input allows 16-byte loads                                      */
+} sm_layer;
+
+typedef struct {
+    sm_layer layer[FMLP_MAX_LAYERS];
+    const void* b[FMLP_MAX_LAYERS][2]; /* (N,) biases or NULL                            */
+    int L, M;
+    int bias_off;       /* shared byte offset of the biases (after the 2L mbarriers)        */
+    int red_off;        /* shared byte offset of the reduction buffer                      */
+    int RS;             /* reduction row stride in floats (Mpad + 1)                       */
+    float slope;
+    unsigned* bar;      /* ws: grid barrier counter, zeroed per call                       */
+} sm_params;
+
+/* ========================================================================== */
+/* Device helpers                                                             */
+/* ========================================================================== */
+
+template <typename T> struct sm_type;
+template <> struct sm_type<float> {
+    static __device__ __forceinline__ float to_f(float v) { return v; }
+    static __device__ __forceinline__ float from_f(float v) { return v; }
+};
+template <> struct sm_type<__nv_bfloat16> {
+    static __device__ __forceinline__ float to_f(__nv_bfloat16 v) { return __bfloat162float(v); }
+    static __device__ __forceinline__ __nv_bfloat16 from_f(float v) { return __float2bfloat16_rn(v); }
+};
+template <> struct sm_type<__half> {
+    static __device__ __forceinline__ float to_f(__half v) { return __half2float(v); }
+    static __device__ __forceinline__ __half from_f(float v) { return __float2half_rn(v); }
+};
+
+static __device__ __forceinline__ uint32_t smem_u32(const void* p) {
+    return (uint32_t)__cvta_generic_to_shared(p);
+}
+
+/* 16-byte global -> shared copy, bytes past src_bytes (0..16) zero-filled. */
+static __device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, int src_bytes) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(src), "r"(src_bytes) : "memory");
+}
+static __device__ __forceinline__ uint4 lds128(uint32_t a) {
+    uint4 r;
+    asm volatile("ld.shared.v4.u32 {%0,%1,%2,%3}, [%4];" : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w) : "r"(a));
+    return r;
+}
+
+static __device__ __forceinline__ unsigned ld_acquire(const unsigned* p) {
+    unsigned v;
+    asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+    return v;
+}
+static __device__ __forceinline__ void red_release_add(unsigned* p, unsigned v) {
+    asm volatile("red.release.gpu.global.add.u32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
+}
+
+/* mbarriers (sm_80+): full[i] completes when the producer warp's copies of layer i have
+ * landed (32 cp.async.mbarrier.arrive.noinc), free[i] when the compute warps are done
+ * reading layer i's weights (1 arrive). Each completes once per launch: parity 0. */
+static __device__ __forceinline__ void mbar_init(uint32_t a, unsigned count) {
+    asm volatile("mbarrier.init.shared.b64 [%0], %1;" ::"r"(a), "r"(count) : "memory");
+}
+static __device__ __forceinline__ void mbar_cp_async_arrive(uint32_t a) {
+    asm volatile("cp.async.mbarrier.arrive.noinc.shared.b64 [%0];" ::"r"(a) : "memory");
+}
+static __device__ __forceinline__ void mbar_arrive(uint32_t a) {
+    asm volatile("{\n\t.reg .b64 st;\n\tmbarrier.arrive.shared.b64 st, [%0];\n\t}" ::"r"(a) : "memory");
+}
+static __device__ __forceinline__ void mbar_wait0(uint32_t a) {
+    uint32_t done = 0;
+    while (!done) {
+        asm volatile("{\n\t.reg .pred p;\n\tmbarrier.test_wait.parity.shared.b64 p, [%1], 0;\n\tselp.u32 %0, 1, 0, p;\n\t}"
+                     : "=r"(done)
+                     : "r"(a)
+                     : "memory");
+    }
+}
+/* named barrier of the 7 compute warps (the producer warp never joins it) */
+static __device__ __forceinline__ void bar_compute() { asm volatile("bar.sync 1, %0;" ::"n"(FMLP_SM_CT) : "memory"); }
+
+#ifdef FMLP_SM_PROF
+/* dev only (dev/cuda/small_m prof mode): %globaltimer stamps per block and phase */
+__device__ unsigned long long g_sm_prof[1024][16];
+static __device__ __forceinline__ void sm_stamp(int k) {
+    unsigned long long t;
+    asm volatile("mov.u64 %0, %globaltimer;" : "=l"(t));
+    g_sm_prof[blockIdx.x][k] = t;
+}
+extern "C" int fmlp_small_m_dev_prof(void* dst) {
+    return (int)cudaMemcpyFromSymbol(dst, g_sm_prof, sizeof g_sm_prof);
+}
+#define SM_STAMP(k, who) do { if (threadIdx.x == (who) && (k) < 16) sm_stamp(k); } while (0)
+#else
+#define SM_STAMP(k, who) do { } while (0)
+#endif
+
+template <typename T>
+static __device__ __forceinline__ void mma16816(float* c, const uint32_t* a, uint32_t b0, uint32_t b1);
+template <>
+__device__ __forceinline__ void mma16816<__nv_bfloat16>(float* c, const uint32_t* a, uint32_t b0, uint32_t b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+template <>
+__device__ __forceinline__ void mma16816<__half>(float* c, const uint32_t* a, uint32_t b0, uint32_t b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+/* First / last row of block b in a layer of N rows over G blocks. */
+static __host__ __device__ __forceinline__ int sm_row0(int b, int N, int G) {
+    return (int)(((long long)b * N) / G);
+}
+
+/* ========================================================================== */
+/* Prologue: issue the copies of this block's weight slices, load biases       */
+/* ========================================================================== */
+
+template <typename T>
+static __device__ __forceinline__ void sm_issue_layer(const sm_layer& Ly, char* smem, int r0, int R, int lane) {
+    const int es = (int)sizeof(T);
+    const int nm = 1 + Ly.G;
+    if (Ly.wvec) {
+        const int cpr = Ly.Kp * es / 16;        /* 16-byte chunks per shared row */
+        const int rowb = Ly.K * es;             /* bytes per global row          */
+        const int total = nm * R * cpr;
+        /* row / chunk of item i, advanced incrementally (no division in the loop) */
+        int i = lane, row = 0, c = i;
+        while (c >= cpr) { c -= cpr; row++; }
+        const int step_rows = 32 / cpr, step_c = 32 - step_rows * cpr;
+        const uint32_t base = smem_u32(smem + Ly.w_off);
+        for (; i < total; i += 32) {
+            const int j = row >= R ? 1 : 0, rr = row - j * R;
+            const char* src = (const char*)Ly.w[j] + (size_t)(r0 + rr) * rowb;
+            int nb = rowb - c * 16;
+            nb = nb < 0 ? 0 : nb > 16 ? 16 : nb;
+            cp_async16(base + (uint32_t)((j * Ly.Rmax + rr) * Ly.wstride + c * 16), nb ? src + c * 16 : src, nb);
+            row += step_rows;
+            c += step_c;
+            if (c >= cpr) { c -= cpr; row++; }
+        }
+    } else { /* unaligned / K*es not a multiple of 16: element copies (small shapes) */
+        const int total = nm * R * Ly.Kp;
+        for (int i = lane; i < total; i += 32) {
+            const int row = i / Ly.Kp, k = i - row * Ly.Kp;
+            const int j = row >= R ? 1 : 0, rr = row - j * R;
+            T v = sm_type<T>::from_f(0.f);
+            if (k < Ly.K) v = ((const T*)Ly.w[j])[(size_t)(r0 + rr) * Ly.K + k];
+            *(T*)(smem + Ly.w_off + (j * Ly.Rmax + rr) * Ly.wstride + k * es) = v;
+        }
+    }
+}
+
+/* ========================================================================== */
+/* One unit (16 rows × a K range): MMA path (bf16 / fp16)                       */
+/* ========================================================================== */
+/* Lane geometry: g = lane/4, t = lane%4. Per 32-column block a lane reads 8 consecutive
+ * weights of rows g and g+8 at column 8t (one ld.shared.v4 each), and the MMA's k slots
+ * are permuted to match (slot 2t+j <-> column 8t+j, 2t+8+j <-> 8t+2+j for the first MMA,
+ * +4 for the second); B (h) is read with the same permutation, one 16-byte global load
+ * per 8 tokens. acc C fragment: row g + 8*(c>>1), token nt*8 + 2t + (c&1). */
+
+template <int MT> struct sm_mcfg {
+    static constexpr int CH = MT >= 8 ? 1 : MT == 4 ? 2 : MT == 2 ? 5 : 10; /* 32-col blocks per B chunk */
+    static constexpr int NACC = MT == 1 ? 4 : MT == 2 ? 2 : 1;  /* independent MMA chains   */
+};
+
+/* B chunk: h[nt*8 + g][kc + 32u + 8t ..+8] for u < CH, zeros past M / K. */
+template <typename T, int MT>
+static __device__ __forceinline__ void sm_load_b(uint4 (&b)[sm_mcfg<MT>::CH][MT], const T* in, int K, int M, int kc,
+                                                 int hvec, int lane) {
+    constexpr int CH = sm_mcfg<MT>::CH, VE = 8;
+    const int g = lane >> 2, t = lane & 3;
+#pragma unroll
+    for (int u = 0; u < CH; u++) {
+        const int k = kc + 32 * u + 8 * t;
+#pragma unroll
+        for (int nt = 0; nt < MT; nt++) {
+            const int tok = nt * 8 + g;
+            const T* src = in + (size_t)tok * K + k;
+            uint4 v = make_uint4(0, 0, 0, 0);
+            if (tok < M) {
+                if (hvec) {
+                    if (k < K) v = *(const uint4*)src;
+                } else {
+                    union { uint4 u; T e[VE]; } r;
+#pragma unroll
+                    for (int j = 0; j < VE; j++) r.e[j] = (k + j < K) ? src[j] : sm_type<T>::from_f(0.f);
+                    v = r.u;
+                }
+            }
+            b[u][nt] = v;
+        }
+    }
+}
+
+template <typename T, int MT, bool G>
+static __device__ __forceinline__ void sm_unit_mma(const sm_params& P, const sm_layer& Ly, const char* smem, int R,
+                                                   int u, int lane, float* red,
+                                                   const uint4 (&pre)[sm_mcfg<MT>::CH][MT], bool use_pre) {
+    typedef sm_mcfg<MT> C;
+    constexpr int CH = C::CH, NACC = C::NACC, NM = G ? 2 : 1;
+    const int rt = u / Ly.KS, s = u - rt * Ly.KS;
+    const int g = lane >> 2, t = lane & 3;
+    const int rlo = rt * 16 + g, rhi = rlo + 8;
+    const bool vlo = rlo < R, vhi = rhi < R;
+    const uint32_t wbase = smem_u32(smem + Ly.w_off);
+    uint32_t alo[NM], ahi[NM];
+#pragma unroll
+    for (int j = 0; j < NM; j++) {
+        alo[j] = wbase + (uint32_t)((j * Ly.Rmax + rlo) * Ly.wstride + 16 * t);
+        ahi[j] = wbase + (uint32_t)((j * Ly.Rmax + rhi) * Ly.wstride + 16 * t);
+    }
+    const int kbeg = s * Ly.KB * 32;
+    const int kend = min(Ly.Kp, kbeg + Ly.KB * 32);
+    const T* in = (const T*)Ly.in;
+    const int K = Ly.K, M = P.M, hvec = Ly.hvec;
+
+    float acc[NACC][NM][MT][4];
+#pragma unroll
+    for (int a = 0; a < NACC; a++)
+#pragma unroll
+        for (int j = 0; j < NM; j++)
+#pragma unroll
+            for (int nt = 0; nt < MT; nt++)
+#pragma unroll
+                for (int c = 0; c < 4; c++) acc[a][j][nt][c] = 0.f;
+
+    uint4 bc[CH][MT], bn[CH][MT]; /* registers: B chunk in use, next chunk in flight */
+    if (use_pre) {
+#pragma unroll
+        for (int uu = 0; uu < CH; uu++)
+#pragma unroll
+            for (int nt = 0; nt < MT; nt++) bc[uu][nt] = pre[uu][nt];
+    } else {
+        sm_load_b<T, MT>(bc, in, K, M, kbeg, hvec, lane);
+    }
+    for (int kc = kbeg; kc < kend; kc += 32 * CH) {
+        const bool more = kc + 32 * CH < kend;
+        if (more) sm_load_b<T, MT>(bn, in, K, M, kc + 32 * CH, hvec, lane);
+#pragma unroll
+        for (int uu = 0; uu < CH; uu++) {
+            const int k = kc + 32 * uu;
+            if (k < kend) {
+                const uint32_t kb = (uint32_t)(k * 2);
+#pragma unroll
+                for (int j = 0; j < NM; j++) {
+                    const uint4 lo = vlo ? lds128(alo[j] + kb) : make_uint4(0, 0, 0, 0);
+                    const uint4 hi = vhi ? lds128(ahi[j] + kb) : make_uint4(0, 0, 0, 0);
+                    const uint32_t a0[4] = {lo.x, hi.x, lo.y, hi.y};
+                    const uint32_t a1[4] = {lo.z, hi.z, lo.w, hi.w};
+                    const int s0 = NACC == 4 ? (uu & 1) * 2 : 0;
+                    const int s1 = NACC >= 2 ? s0 + 1 : 0;
+#pragma unroll
+                    for (int nt = 0; nt < MT; nt++) {
+                        mma16816<T>(acc[s0][j][nt], a0, bc[uu][nt].x, bc[uu][nt].y);
+                        mma16816<T>(acc[s1][j][nt], a1, bc[uu][nt].z, bc[uu][nt].w);
+                    }
+                }
+            }
+        }
+        if (more) {
+#pragma unroll
+            for (int uu = 0; uu < CH; uu++)
+#pragma unroll
+                for (int nt = 0; nt < MT; nt++) bc[uu][nt] = bn[uu][nt];
+        }
+    }
+    /* shared: red[u][j][row 16][RS] fp32 */
+    const int RS = P.RS;
+    float* ru = red + (size_t)u * NM * 16 * RS;
+#pragma unroll
+    for (int j = 0; j < NM; j++)
+#pragma unroll
+        for (int nt = 0; nt < MT; nt++)
+#pragma unroll
+            for (int c = 0; c < 4; c++) {
+                float v = acc[0][j][nt][c];
+#pragma unroll
+                for (int a = 1; a < NACC; a++) v += acc[a][j][nt][c];
+                ru[(j * 16 + g + 8 * (c >> 1)) * RS + nt * 8 + 2 * t + (c & 1)] = v;
+            }
+}
+
+/* ========================================================================== */
+/* One unit: FFMA path (float32, no TF32)                                      */
+/* ========================================================================== */
+/* lr = lane & 15 is the row, kh = lane >> 4 the 16-column half of each 32-column block;
+ * the two halves are combined with one shuffle. */
+template <int MT, bool G>
+static __device__ __forceinline__ void sm_unit_ffma(const sm_params& P, const sm_layer& Ly, const char* smem, int R,
+                                                    int u, int lane, float* red) {
+    constexpr int NM = G ? 2 : 1, MX = MT * 8;
+    const int rt = u / Ly.KS, s = u - rt * Ly.KS;
+    const int lr = lane & 15, kh = lane >> 4;
+    const int row = rt * 16 + lr;
+    const bool vrow = row < R;
+    const int kbeg = s * Ly.KB * 32;
+    const int kend = min(Ly.Kp, kbeg + Ly.KB * 32);
+    const float* in = (const float*)Ly.in;
+    const int K = Ly.K, M = P.M, RS = P.RS;
+    float* ru = red + (size_t)u * NM * 16 * RS;
+#pragma unroll
+    for (int j = 0; j < NM; j++) {
+        const float* wrow = (const float*)(smem + Ly.w_off + (j * Ly.Rmax + row) * Ly.wstride);
+        float acc[MX];
+#pragma unroll
+        for (int m = 0; m < MX; m++) acc[m] = 0.f;
+        for (int kc = kbeg; kc < kend; kc += 32) {
+            const int k0 = kc + 16 * kh;
+            float w[16];
+#pragma unroll
+            for (int q = 0; q < 4; q++) {
+                float4 v = vrow ? *(const float4*)(wrow + k0 + 4 * q) : make_float4(0.f, 0.f, 0.f, 0.f);
+                w[4 * q] = v.x; w[4 * q + 1] = v.y; w[4 * q + 2] = v.z; w[4 * q + 3] = v.w;
+            }
+#pragma unroll
+            for (int m = 0; m < MX; m++) {
+                if (m < M) {
+                    const float* hp = in + (size_t)m * K;
+                    float sum = 0.f;
+#pragma unroll
+                    for (int q = 0; q < 16; q++) {
+                        const int k = k0 + q;
+                        sum = fmaf(w[q], k < K ? hp[k] : 0.f, sum);
+                    }
+                    acc[m] += sum;
+                }
+            }
+        }
+#pragma unroll
+        for (int m = 0; m < MX; m++) acc[m] += __shfl_xor_sync(0xffffffffu, acc[m], 16);
+        if (kh == 0) {
+#pragma unroll
+            for (int m = 0; m < MX; m++) ru[(j * 16 + lr) * RS + m] = acc[m];
+        }
+    }
+}
+
+/* ========================================================================== */
+/* One layer                                                                   */
+/* ========================================================================== */
+
+template <typename T, int MT, bool G>
+static __device__ __forceinline__ void sm_layer_run(const sm_params& P, const sm_layer& Ly, uint32_t full,
+                                                    const float* sbias, char* smem, int r0, int R) {
+    typedef sm_type<T> C;
+    constexpr int NM = G ? 2 : 1;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    float* red = (float*)(smem + P.red_off);
+    if constexpr (sizeof(T) == 2) {
+        /* the first B chunk of this warp's first unit is loaded before waiting for the
+         * weights, so its L2 latency overlaps the rest of the stream */
+        uint4 pre[sm_mcfg<MT>::CH][MT];
+        if (warp < Ly.units) {
+            const int s = warp % Ly.KS;
+            sm_load_b<T, MT>(pre, (const T*)Ly.in, Ly.K, P.M, s * Ly.KB * 32, Ly.hvec, lane);
+        }
+        mbar_wait0(full); /* this layer's weights landed */
+        for (int u = warp; u < Ly.units; u += FMLP_SM_CW) sm_unit_mma<T, MT, G>(P, Ly, smem, R, u, lane, red, pre, u == warp);
+    } else {
+        mbar_wait0(full);
+        for (int u = warp; u < Ly.units; u += FMLP_SM_CW) sm_unit_ffma<MT, G>(P, Ly, smem, R, u, lane, red);
+    }
+    bar_compute();
+    /* epilogue: (token m, row r) items, consecutive threads on consecutive rows */
+    const int KS = Ly.KS, RS = P.RS, N = Ly.N, M = P.M, act = Ly.act;
+    const float slope = P.slope;
+    T* out = (T*)Ly.out;
+    T* save0 = (T*)Ly.save[0];
+    T* save1 = (T*)Ly.save[1];
+    const int items = M * R;
+    for (int i = threadIdx.x; i < items; i += FMLP_SM_CT) {
+        const int m = i / R, r = i - m * R;
+        const int rt = r >> 4, rr = r & 15;
+        const float* base = red + ((size_t)rt * KS * NM * 16 + rr) * RS + m;
+        float zg = 0.f, zu = 0.f;
+        for (int s = 0; s < KS; s++) { /* split order: deterministic */
+            zg += base[(size_t)s * NM * 16 * RS];
+            if (G) zu += base[((size_t)s * NM + 1) * 16 * RS];
+        }
+        const size_t o = (size_t)m * N + r0 + r;
+        const T zgr = C::from_f(zg + sbias[r]); /* z as eager holds it: rounded to the dtype */
+        if (save0) save0[o] = zgr;
+        float h = fmlp_act(act, C::to_f(zgr), slope);
+        if (G) {
+            const T zur = C::from_f(zu + sbias[Ly.Rmax + r]);
+            if (save1) save1[o] = zur;
+            h = C::to_f(C::from_f(h)) * C::to_f(zur);
+        }
+        out[o] = C::from_f(h);
+    }
+}
+
+/* ========================================================================== */
+/* The kernel                                                                  */
+/* ========================================================================== */
+
+template <typename T, int MT>
+__global__ void __launch_bounds__(FMLP_SM_THREADS, 1) fmlp_forward_small_m_kernel(const __grid_constant__ sm_params P) {
+    /* shared: [mbarriers: full[L], free[L], 8 B each] [biases fp32: per layer (1+G)*Rmax]
+     *         [red fp32: units*(1+G)*16*RS] [weights: per layer (1+G)*Rmax rows of wstride
+     *         bytes, zero-padded to Kp] (offsets: sm_plan) */
+    extern __shared__ __align__(128) char smem[];
+    const int L = P.L;
+    const uint32_t mbar = smem_u32(smem);
+    float* sb = (float*)(smem + P.bias_off);
+    SM_STAMP(0, 0);
+    if (threadIdx.x == 0)
+        for (int li = 0; li < L; li++) { mbar_init(mbar + 8 * li, 32); mbar_init(mbar + 8 * (L + li), 1); }
+    __syncthreads(); /* the only whole-block barrier: mbarriers initialised */
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    if (warp == FMLP_SM_CW) {
+        /* producer warp: stream every layer's slice in layer order, 16-byte cp.async.cg;
+         * full[li] completes when this warp's copies of layer li have landed. Fallback
+         * modes first wait until the shared region's previous layer was consumed. */
+        for (int li = 0; li < L; li++) {
+            const sm_layer& Ly = P.layer[li];
+            if (Ly.wait_free >= 0) mbar_wait0(mbar + 8 * (L + Ly.wait_free));
+            const int r0 = sm_row0(blockIdx.x, Ly.N, gridDim.x), R = sm_row0(blockIdx.x + 1, Ly.N, gridDim.x) - r0;
+            sm_issue_layer<T>(Ly, smem, r0, R, lane);
+            mbar_cp_async_arrive(mbar + 8 * li);
+        }
+        SM_STAMP(1, 7 * 32);
+        asm volatile("cp.async.wait_all;" ::: "memory");
+        SM_STAMP(2, 7 * 32);
+        return;
+    }
+    /* compute warps 0..6: biases -> shared fp32 (zeros when absent) while the stream runs */
+    for (int li = 0; li < L; li++) {
+        const sm_layer& Ly = P.layer[li];
+        const int r0 = sm_row0(blockIdx.x, Ly.N, gridDim.x), R = sm_row0(blockIdx.x + 1, Ly.N, gridDim.x) - r0;
+        for (int j = 0; j <= Ly.G; j++) {
+            const T* b = (const T*)P.b[li][j];
+            for (int r = threadIdx.x; r < R; r += FMLP_SM_CT)
+                sb[Ly.b_off + j * Ly.Rmax + r] = b ? sm_type<T>::to_f(b[r0 + r]) : 0.f;
+        }
+    }
+    for (int li = 0; li < L; li++) {
+        const sm_layer& Ly = P.layer[li];
+        const int r0 = sm_row0(blockIdx.x, Ly.N, gridDim.x), R = sm_row0(blockIdx.x + 1, Ly.N, gridDim.x) - r0;
+        SM_STAMP(3 + 4 * li, 0);
+        if (R > 0) {
+            if (Ly.G) sm_layer_run<T, MT, true>(P, Ly, mbar + 8 * li, sb + Ly.b_off, smem, r0, R);
+            else sm_layer_run<T, MT, false>(P, Ly, mbar + 8 * li, sb + Ly.b_off, smem, r0, R);
+        } else {
+            bar_compute();
+        }
+        /* (sm_layer_run passed bar_compute after its units: layer li's weights are consumed) */
+        if (threadIdx.x == 0) mbar_arrive(mbar + 8 * (L + li));
+        SM_STAMP(4 + 4 * li, 0);
+        if (li + 1 < L) { /* grid barrier: h_{i+1} of every block is visible after it */
+            bar_compute();
+            SM_STAMP(5 + 4 * li, 0);
+            if (threadIdx.x == 0) { /* no cp.async of its own in flight: the release is cheap */
+                red_release_add(P.bar, 1u);
+                const unsigned target = (unsigned)(li + 1) * gridDim.x;
+                while (ld_acquire(P.bar) < target) {
+                }
+            }
+            bar_compute();
+            SM_STAMP(6 + 4 * li, 0);
+        }
+    }
+    SM_STAMP(15, 0);
+}
+
+/* ========================================================================== */
+/* Host: plan (shared by support, workspace sizing and launch), entry points    */
+/* ========================================================================== */
+
+typedef struct {
+    int MT, grid, smem, red_off, RS;
+    int Rmax[FMLP_MAX_LAYERS], Kp[FMLP_MAX_LAYERS], wstride[FMLP_MAX_LAYERS], KS[FMLP_MAX_LAYERS],
+        KB[FMLP_MAX_LAYERS], units[FMLP_MAX_LAYERS], w_off[FMLP_MAX_LAYERS], b_off[FMLP_MAX_LAYERS],
+        wait_free[FMLP_MAX_LAYERS];
+    int bias_off;
+    int mode; /* 0: all layers streamed from entry, 1: two alternating regions, 2: one region */
+    size_t off_h[FMLP_MAX_LAYERS + 1], total; /* workspace: counter | h_1 .. h_{L-1} */
+} sm_plan;
+
+static const void* sm_kernel_ptr(fmlp_dtype dt, int MT) {
+#define FMLP_SM_K(TY)                                                               \
+    switch (MT) {                                                                   \
+    case 1: return (const void*)fmlp_forward_small_m_kernel<TY, 1>;                 \
+    case 2: return (const void*)fmlp_forward_small_m_kernel<TY, 2>;                 \
+    case 4: return (const void*)fmlp_forward_small_m_kernel<TY, 4>;                 \
+    default: return (const void*)fmlp_forward_small_m_kernel<TY, 8>;                \
+    }
+    if (dt == FMLP_F32) { FMLP_SM_K(float) }
+    if (dt == FMLP_BF16) { FMLP_SM_K(__nv_bfloat16) }
+    FMLP_SM_K(__half)
+#undef FMLP_SM_K
+}
+
+static size_t sm_align(size_t v, size_t a) { return (v + a - 1) / a * a; }
+
+/* Deterministic in (d, dt, M, ctx). Returns NULL, or why the shape is not supported. */
+static const char* sm_make_plan(const fmlp_desc* d, fmlp_dtype dt, int64_t M, const fmlp_cuda_ctx* ctx,
+                                sm_plan* pl) {
+    const int es = (int)fmlp_dtype_size(dt);
+    const int L = d->n_layers, grid = ctx->sm_count;
+    memset(pl, 0, sizeof *pl);
+    pl->MT = M <= 8 ? 1 : M <= 16 ? 2 : M <= 32 ? 4 : 8;
+    const int Mpad = pl->MT * 8;
+    pl->RS = Mpad + 1;
+    pl->grid = grid;
+    size_t bias_f = 0, red_f = 0, wbytes = 0;
+    for (int i = 0; i < L; i++) {
+        const int N = (int)d->width[i + 1], K = (int)d->width[i], G = d->gated && i == 0, NM = 1 + G;
+        const int Rmax = (N + grid - 1) / grid, RT = (Rmax + 15) / 16;
+        const int Kp = (K + 31) / 32 * 32, nkb = Kp / 32;
+        int KS = RT >= FMLP_SM_CW ? 1 : FMLP_SM_CW / RT;
+        if (KS > nkb) KS = nkb;
+        const int KB = (nkb + KS - 1) / KS;
+        KS = (nkb + KB - 1) / KB;
+        /* row stride: 128-byte multiple + 64 (16-bit: the 2 rows of a quarter-warp's 16-byte
+         * loads fall in distinct banks) or + 16 (fp32: 8 consecutive rows) */
+        const int wstride = (int)sm_align((size_t)Kp * es, 128) + (es == 2 ? 64 : 16);
+        pl->Rmax[i] = Rmax; pl->Kp[i] = Kp; pl->wstride[i] = wstride;
+        pl->KS[i] = KS; pl->KB[i] = KB; pl->units[i] = RT * KS;
+        pl->b_off[i] = (int)bias_f;
+        bias_f += (size_t)NM * Rmax;
+        size_t rf = (size_t)RT * KS * NM * 16 * pl->RS;
+        red_f = rf > red_f ? rf : red_f;
+        pl->w_off[i] = (int)wbytes; /* relative; rebased below */
+        wbytes += sm_align((size_t)NM * Rmax * wstride, 128);
+    }
+    const size_t bias_off = sm_align((size_t)16 * L, 128);
+    const size_t red_off = sm_align(bias_off + bias_f * 4, 128), w0 = sm_align(red_off + red_f * 4, 128);
+    pl->bias_off = (int)bias_off;
+    int optin = 0;
+    if (cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, ctx->device) != cudaSuccess)
+        return "cudaDeviceGetAttribute failed";
+    size_t wmax[2] = {0, 0}, wall = 0;
+    for (int i = 0; i < L; i++) {
+        const int NM = 1 + (d->gated && i == 0);
+        const size_t b = sm_align((size_t)NM * pl->Rmax[i] * pl->wstride[i], 128);
+        wmax[i & 1] = b > wmax[i & 1] ? b : wmax[i & 1];
+        wall += b;
+    }
+    const size_t cap = (size_t)optin;
+    size_t total;
+    if (w0 + wbytes <= cap) { /* mode 0: every layer's slice streams from kernel entry */
+        pl->mode = 0;
+        total = w0 + wbytes;
+        for (int i = 0; i < L; i++) { pl->w_off[i] += (int)w0; pl->wait_free[i] = -1; }
+    } else if (L >= 2 && w0 + wmax[0] + wmax[1] <= cap) {
+        /* mode 1: even layers in region A, odd in region B; the producer warp issues layer i
+         * once layer i-2 (the region's previous user) has been consumed */
+        pl->mode = 1;
+        total = w0 + wmax[0] + wmax[1];
+        for (int i = 0; i < L; i++) {
+            pl->w_off[i] = (int)(w0 + ((i & 1) ? wmax[0] : 0));
+            pl->wait_free[i] = i >= 2 ? i - 2 : -1;
+        }
+    } else {
+        /* mode 2: one region, layer i issued once layer i-1 is consumed (no overlap of a
+         * layer's stream with its predecessor's compute: slow, correct) */
+        const size_t m = wmax[0] > wmax[1] ? wmax[0] : wmax[1];
+        if (w0 + m > cap)
+            return "one layer's per-block weight slice (plus the reduction buffer) does not fit in shared "
+                   "memory (v2 streams weight rows whole into shared memory)";
+        pl->mode = 2;
+        total = w0 + m;
+        for (int i = 0; i < L; i++) { pl->w_off[i] = (int)w0; pl->wait_free[i] = i >= 1 ? i - 1 : -1; }
+    }
+    (void)wall;
+    pl->red_off = (int)red_off;
+    pl->smem = (int)total;
+    /* workspace: barrier counter | h_1 .. h_{L-1} (M, width[i]) dtype, each 256-aligned */
+    size_t off = 256;
+    for (int i = 1; i < L; i++) {
+        pl->off_h[i] = off;
+        off += sm_align((size_t)M * (size_t)d->width[i] * es, 256);
+    }
+    pl->total = off;
+    return NULL;
+}
+
+/* Raises the kernel's shared limit and checks that one block per SM is resident. */
+static int sm_prepare(fmlp_dtype dt, const sm_plan* pl) {
+    const void* fn = sm_kernel_ptr(dt, pl->MT);
+    if (cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, pl->smem) != cudaSuccess)
+        return FMLP_ERR_BACKEND;
+    int occ = 0;
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, fn, FMLP_SM_THREADS, pl->smem) != cudaSuccess)
+        return FMLP_ERR_BACKEND;
+    return occ >= 1 ? FMLP_OK : FMLP_ERR_UNSUPPORTED;
+}
+
+extern "C" int fmlp_small_m_supported(const fmlp_desc* d, fmlp_dtype dt, int64_t M, const fmlp_cuda_ctx* ctx,
+                                      const char** why) {
+    const char* w = NULL;
+    if (fmlp_desc_validate(d, NULL) != FMLP_OK) w = "invalid MLP description";
+    else if (dt != FMLP_F32 && dt != FMLP_BF16 && dt != FMLP_F16) w = "dtype must be float32, bfloat16 or float16";
+    else if (M > FMLP_SM_MAX_M) w = "M > 64 rows: the small-M kernel streams weights for at most 64 tokens";
+    else if (M < 0) w = "M < 0";
+    else if (ctx == NULL || ctx->sm_count < 1) w = "ctx->sm_count not set (call fmlp_cuda_ctx_init)";
+    else if (ctx->cc_major < 8) w = "needs compute capability 8.0 or newer (mma.sync bf16)";
+    else {
+        for (int i = 0; i <= d->n_layers; i++)
+            if (d->width[i] > (1 << 24)) { w = "a width exceeds 2^24 (32-bit indexing inside the kernel)"; break; }
+        if (!w) {
+            sm_plan pl;
+            w = sm_make_plan(d, dt, M, ctx, &pl);
+        }
+    }
+    if (why) *why = w ? w : "single launch, weights streamed once over all SMs (M <= 64)";
+    return w == NULL;
+}
+
+extern "C" size_t fmlp_small_m_workspace_bytes(const fmlp_desc* d, fmlp_dtype dt, int64_t M,
+                                               const fmlp_cuda_ctx* ctx) {
+    sm_plan pl;
+    if (!fmlp_small_m_supported(d, dt, M, ctx, NULL)) return 0;
+    if (sm_make_plan(d, dt, M, ctx, &pl) != NULL) return 0;
+    return pl.total;
+}
+
+static int sm_aligned16(const void* p) { return ((uintptr_t)p & 15) == 0; }
+
+extern "C" int fmlp_forward_small_m_cuda(const fmlp_desc* d, fmlp_dtype dt, int64_t M, const void* x,
+                                         const fmlp_params* p, void* out, void* const* saved, void* ws,
+                                         const fmlp_cuda_ctx* ctx, fmlp_status* st) {
+    const char* why = NULL;
+    if (fmlp_desc_validate(d, st) != FMLP_OK) return st ? st->code : FMLP_ERR_INVALID;
+    if (!fmlp_small_m_supported(d, dt, M, ctx, &why))
+        return fmlp_fail(st, FMLP_ERR_UNSUPPORTED, "small-M forward: %s", why);
+    if (M == 0) return FMLP_OK;
+    sm_plan pl;
+    why = sm_make_plan(d, dt, M, ctx, &pl);
+    if (why) return fmlp_fail(st, FMLP_ERR_UNSUPPORTED, "small-M forward: %s", why);
+    int rc = sm_prepare(dt, &pl);
+    if (rc != FMLP_OK)
+        return fmlp_fail(st, rc, "small-M forward: shared-memory attribute / occupancy query failed (%s)",
+                         cudaGetErrorString(cudaGetLastError()));
+    if (ws == NULL || ((uintptr_t)ws & 255))
+        return fmlp_fail(st, FMLP_ERR_INVALID, "small-M forward: workspace must be non-NULL and 256-byte aligned");
+
+    const int L = d->n_layers, es = (int)fmlp_dtype_size(dt);
+    char* wsb = (char*)ws;
+    sm_params P;
+    memset(&P, 0, sizeof P);
+    P.L = L;
+    P.M = (int)M;
+    P.slope = d->negative_slope;
+    P.bar = (unsigned*)wsb;
+    P.red_off = pl.red_off;
+    P.bias_off = pl.bias_off;
+    P.RS = pl.RS;
+    for (int i = 0; i < L; i++) {
+        sm_layer* Ly = &P.layer[i];
+        const int g = d->gated && i == 0;
+        const int k0 = i == 0 ? 0 : i + d->gated; /* weight index of layer i (plain / gate) */
+        Ly->N = (int)d->width[i + 1];
+        Ly->K = (int)d->width[i];
+        Ly->act = d->act[i];
+        Ly->G = g;
+        Ly->Kp = pl.Kp[i];
+        Ly->wstride = pl.wstride[i];
+        Ly->Rmax = pl.Rmax[i];
+        Ly->KS = pl.KS[i];
+        Ly->KB = pl.KB[i];
+        Ly->units = pl.units[i];
+        Ly->w_off = pl.w_off[i];
+        Ly->b_off = pl.b_off[i];
+        Ly->wait_free = pl.wait_free[i];
+        for (int j = 0; j <= g; j++) {
+            Ly->w[j] = p->w[k0 + j];
+            P.b[i][j] = d->has_bias[k0 + j] ? p->b[k0 + j] : NULL;
+            if (Ly->w[j] == NULL)
+                return fmlp_fail(st, FMLP_ERR_INVALID, "small-M forward: weights[%d] is NULL", k0 + j);
+            if (d->has_bias[k0 + j] && p->b[k0 + j] == NULL)
+                return fmlp_fail(st, FMLP_ERR_INVALID, "small-M forward: biases[%d] is NULL but has_bias is set", k0 + j);
+        }
+        int si = saved ? fmlp_saved_index(d, i) : -1;
+        if (si >= 0) {
+            Ly->save[0] = saved[si];
+            if (g) Ly->save[1] = saved[si + 1];
+        }
+        Ly->in = i == 0 ? x : (const void*)(wsb + pl.off_h[i]);
+        Ly->out = i == L - 1 ? out : (void*)(wsb + pl.off_h[i + 1]);
+        Ly->wvec = ((Ly->K * es) % 16 == 0) && sm_aligned16(Ly->w[0]) && (!g || sm_aligned16(Ly->w[1]));
+        Ly->hvec = ((Ly->K * es) % 16 == 0) && sm_aligned16(Ly->in);
+    }
+    cudaStream_t stream = (cudaStream_t)ctx->stream;
+    cudaError_t e = cudaMemsetAsync(wsb, 0, sizeof(unsigned), stream);
+    if (e != cudaSuccess)
+        return fmlp_fail(st, FMLP_ERR_BACKEND, "small-M forward: cudaMemsetAsync failed: %s", cudaGetErrorString(e));
+    const void* fn = sm_kernel_ptr(dt, pl.MT);
+    void* args[] = {&P};
+    e = cudaLaunchKernel(fn, dim3(pl.grid), dim3(FMLP_SM_THREADS), args, (size_t)pl.smem, stream);
+    if (e != cudaSuccess)
+        return fmlp_fail(st, FMLP_ERR_BACKEND, "small-M forward: kernel launch failed: %s", cudaGetErrorString(e));
+    return FMLP_OK;
+}
