@@ -127,29 +127,34 @@ def make_step(model, x, train):
 
 # ----------------------------------------------------------------------------- parts
 def targets(replays):
+    """The issue's small-batch shapes: eager, and the fused op under every strategy
+    (FUSED_MLP_STRATEGY is read per call), in graph replay and in a Python loop."""
     bw = copy_bandwidth_gbs()
     rows = []
     torch.manual_seed(0)
-    for name, m_list, want in (("mlp-1024-4096-gelu_tanh", (1, 16), "floor"),
-                               ("geglu-768-3072", (64,), "1.5x")):
+    for name, m_list in (("mlp-1024-4096-gelu_tanh", (1, 16)), ("geglu-768-3072", (64,))):
         eager = build_mlp(SPECS[name], "cuda", torch.bfloat16)
         fused = fused_version(eager)
         wbytes = sum(p.numel() * p.element_size() for p in eager.parameters())
         floor_us = wbytes / (bw * 1e9) * 1e6
         for m in m_list:
             x = torch.randn(m, SPECS[name].in_features, device="cuda", dtype=torch.bfloat16)
-            te = graph_time_us(make_step(eager, x, False), replays)
-            tf = graph_time_us(make_step(fused, x, False), replays)
-            le = loop_time_us(make_step(eager, x, False))
-            lf = loop_time_us(make_step(fused, x, False))
-            strategy = fused_mlp.explain(x, [p for p in fused.parameters() if p.dim() == 2], "gelu_tanh",
-                                         gated=name.startswith("geglu"))["strategy"]
-            rows.append(dict(model=name, M=m, floor_us=floor_us, eager_graph_us=te, fused_graph_us=tf,
-                             eager_loop_us=le, fused_loop_us=lf, strategy=strategy, copy_gbs=bw, want=want))
+            row = dict(model=name, M=m, floor_us=floor_us, copy_gbs=bw,
+                       eager_graph_us=graph_time_us(make_step(eager, x, False), replays),
+                       eager_loop_us=loop_time_us(make_step(eager, x, False)))
+            for strategy in ("auto", "gemm", "small_m"):
+                os.environ["FUSED_MLP_STRATEGY"] = strategy
+                row[f"{strategy}_graph_us"] = graph_time_us(make_step(fused, x, False), replays)
+                row[f"{strategy}_loop_us"] = loop_time_us(make_step(fused, x, False))
+                if strategy == "auto":
+                    row["strategy"] = fused_mlp.explain(x, [p for p in fused.parameters() if p.dim() == 2],
+                                                        SPECS[name].activation, gated=SPECS[name].gated)["strategy"]
+            os.environ.pop("FUSED_MLP_STRATEGY")
+            rows.append(row)
     return rows
 
 
-def sweep(replays, quick):
+def sweep(replays, quick, on_model_done=lambda rows: None):
     ms = [1, 64, 8192] if quick else [1, 16, 64, 256, 1024, 8192]
     models = ["narrow64x5-relu", "geglu-768-3072"] if quick else MODELS
     rows = []
@@ -175,6 +180,7 @@ def sweep(replays, quick):
                                M=m, **t)
                     rows.append(row)
                     print(fmt_row(row), flush=True)
+        on_model_done(rows)
     return rows
 
 
@@ -232,17 +238,28 @@ def main():
     head = f"{dev}, torch {torch.__version__}, {datetime.date.today()}, `python bench/gpu_sweep.py`"
     warm_gpu()
     t_rows = targets(args.replays)
-    s_rows = [] if args.skip_sweep else sweep(args.replays, args.quick)
-    with open(os.path.join(args.out, "sweep.json"), "w") as f:
+    write_results(args.out, head, dev, t_rows, [])
+    if not args.skip_sweep:
+        # written after every model, so a run cut short still leaves its results
+        sweep(args.replays, args.quick, on_model_done=lambda rows: write_results(args.out, head, dev, t_rows, rows))
+    with open(os.path.join(args.out, "RESULTS.md")) as f:
+        print(f.read())
+
+
+def write_results(out, head, dev, t_rows, s_rows):
+    with open(os.path.join(out, "sweep.json"), "w") as f:
         json.dump(dict(device=dev, targets=t_rows, sweep=s_rows), f, indent=1)
-    lines = [f"# GPU results\n\n{head}\n", "## Small-batch targets (bf16, forward)\n",
-             "| model | M | strategy | floor µs | eager graph µs | fused graph µs | fused/floor | speedup graph | "
-             "eager loop µs | fused loop µs | speedup loop |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [f"# GPU results\n\n{head}\n", "## Small-batch targets (bf16, forward; µs per call)\n",
+             "graph: GPU time per call in CUDA-graph replay; loop: wall time per call of a Python loop.\n",
+             "| model | M | floor | eager graph | auto graph | gemm graph | small_m graph | small_m/floor | "
+             "eager loop | auto loop | gemm loop | small_m loop | auto chose |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in t_rows:
-        lines.append(f"| {r['model']} | {r['M']} | {r['strategy']} | {r['floor_us']:.1f} | {us(r['eager_graph_us'])} | "
-                     f"{us(r['fused_graph_us'])} | {ratio(r['fused_graph_us'], r['floor_us'])} | "
-                     f"{ratio(r['eager_graph_us'], r['fused_graph_us'])} | {r['eager_loop_us']:.1f} | "
-                     f"{r['fused_loop_us']:.1f} | {ratio(r['eager_loop_us'], r['fused_loop_us'])} |")
+        lines.append(f"| {r['model']} | {r['M']} | {r['floor_us']:.1f} | {us(r['eager_graph_us'])} | "
+                     f"{us(r['auto_graph_us'])} | {us(r['gemm_graph_us'])} | {us(r['small_m_graph_us'])} | "
+                     f"{ratio(r['small_m_graph_us'], r['floor_us'])} | {us(r['eager_loop_us'])} | "
+                     f"{us(r['auto_loop_us'])} | {us(r['gemm_loop_us'])} | {us(r['small_m_loop_us'])} | "
+                     f"{r['strategy']} |")
     lines.append(f"\ncopy bandwidth (read + write): {t_rows[0]['copy_gbs']:.0f} GB/s\n")
     if s_rows:
         lines += ["## Sweep (GPU time per step, CUDA-graph replay, µs; ratio > 1: fused faster)\n",
@@ -253,12 +270,11 @@ def main():
                     if r["eager"] and r["fused"])
         lines.append(f"\nworst eager/fused ratio: {worst[0]:.2f}x ({worst[1]}, {worst[2]}, {worst[3]}, M={worst[4]})")
     if s_rows:
-        plot(s_rows, os.path.join(args.out, "speedup.png"), head)
+        plot(s_rows, os.path.join(out, "speedup.png"), head)
         lines.append("\n![speedup](speedup.png)")
     text = "\n".join(lines) + "\n"
-    with open(os.path.join(args.out, "RESULTS.md"), "w") as f:
+    with open(os.path.join(out, "RESULTS.md"), "w") as f:
         f.write(text)
-    print(text)
 
 
 if __name__ == "__main__":

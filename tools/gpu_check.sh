@@ -14,7 +14,7 @@ OUT=$(mktemp -d /tmp/gpu_check.XXXX)  # everything, logs included
 mkdir -p "$RESULT_DIR"
 finish() {
     tar czf "$RESULT_DIR/logs.tgz" -C "$OUT" . 2>/dev/null
-    for f in RESULTS.md sweep.json speedup.png profiling_walkthrough.ipynb; do [ -f "$OUT/$f" ] && cp "$OUT/$f" "$RESULT_DIR/"; done
+    for f in profiling_walkthrough.ipynb; do [ -f "$OUT/$f" ] && cp "$OUT/$f" "$RESULT_DIR/"; done
 }
 trap finish EXIT
 export PYTHONUNBUFFERED=1
@@ -60,11 +60,12 @@ fi
 if [ "$MODE" != "--no-bench" ]; then
     echo "== benchmarks"
     if [ "$MODE" = "--quick" ]; then bargs="--quick --replays 10"; else bargs=""; fi
-    $PY bench/gpu_sweep.py --out "$OUT" $bargs > "$OUT/bench.log" 2>&1
+    # results go straight to $RESULT_DIR (rewritten after every model): a run cut short keeps them
+    $PY bench/gpu_sweep.py --out "$RESULT_DIR" $bargs > "$OUT/bench.log" 2>&1
     rc=$?
     [ $rc -ne 0 ] && tail -30 "$OUT/bench.log"
 fi
 echo
 echo "================ summary ================"
 for s in "${summary[@]}"; do echo "$s"; done
-[ -f "$OUT/RESULTS.md" ] && sed -n '/Small-batch targets/,/copy bandwidth/p' "$OUT/RESULTS.md" && grep "worst eager" "$OUT/RESULTS.md"
+[ -f "$RESULT_DIR/RESULTS.md" ] && sed -n '/Small-batch targets/,/copy bandwidth/p' "$RESULT_DIR/RESULTS.md" && grep "worst eager" "$RESULT_DIR/RESULTS.md"

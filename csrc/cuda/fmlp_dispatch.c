@@ -52,9 +52,10 @@ int fmlp_cuda_plan(const fmlp_desc* d, fmlp_dtype dt, int64_t M, int save, int b
         *why = "backward: cuBLAS GEMMs for dW and dx, fused activation-backward and bias-gradient passes";
         return FMLP_STRATEGY_GEMM;
     }
-    /* small_m v1 is correct but measured slower than eager in graph replay at the target
-     * shapes (19.2 us vs eager 15.0 us, 1024-4096-1024 bf16 M=1; NOTES.md), so it runs only
-     * when forced until a faster version wins the measurements. */
+    /* small_m (v2) is correct but measured slower than eager in graph replay at the target
+     * shapes (H100 bf16: 1024-4096-1024 M=1 16.1 us vs eager 15.2; M=16 19.6 vs 17.3;
+     * GeGLU 768/3072 M=64 31.2 vs 21.4; NOTES.md), so it runs only when forced until a
+     * faster version wins the measurements (bench/RESULTS.md times every strategy). */
     (void)small_ok;
     *why = M <= 64 ? "M <= 64: the single-launch kernel does not yet beat cuBLAS here (NOTES.md); "
                      "cuBLAS GEMMs with fused bias/activation epilogues"
