@@ -7,6 +7,10 @@
  * a chunk takes MB rows at a time through every layer, the intermediates staying in its
  * float32 slot; the GEMM epilogue adds the bias, saves z, applies the activation while
  * the tile is hot.
+ * Small M (M <= sm_max_rows(), measured threshold): no packing; layer by layer, blocks of
+ * output columns in parallel, dot products of all M rows with weight rows read in place
+ * (fmlp_cpu_small.c), the same tile epilogue; the backward likewise (smb_backward: no W
+ * packing, dW rows written straight from dz and h, dX by combining weight rows in place).
  * Backward: rows in slabs (buffers for g, dz, h of one slab stay in L2/L3); per slab, layer
  * by layer: elementwise pass (dz = g ⊙ act'(z), per-chunk column sums for db, the layer input
  * h recomputed), dW (+)= dzᵀ·h into one float32 accumulator per layer, parallel over blocks
@@ -18,6 +22,7 @@
 #include "../fmlp.h"
 #include "../fmlp_activation.h"
 #include "fmlp_cpu_gemm.h"
+#include "fmlp_cpu_small.h"
 #include "fmlp_cpu_vec.h"
 
 #ifdef FMLP_TRACE /* dev builds only: per-phase times on stderr */
@@ -137,10 +142,184 @@ static void fwd_make_plan(const fmlp_desc* d, int64_t M, const fmlp_cpu_ctx* ctx
     P->total = off;
 }
 
+/* ========================================================================== */
+/* Small-M forward: no packing; weight rows read in place (fmlp_cpu_dot_rows) */
+/* ========================================================================== */
+/* For M <= sm_max_rows(): layer by layer, parallel over blocks of SM_NB output
+ * columns (= weight rows): each block's dot products for all M rows into a stack tile, then
+ * the usual tile epilogue (bias, saved z, activation, gated product) writes the next
+ * layer's float32 input (workspace, ping-pong A/B) or out. Every weight byte is read once
+ * per call (work items = column block x chunk of SM_MROWS rows, block-major, so a thread's
+ * consecutive items re-read a block's weight rows from L2). bf16 on a CPU with avx512_bf16:
+ * the layer input is rounded to bf16 and vdpbf16ps does the dot products (as eager's bf16
+ * matmuls do). */
+#define SM_NB 32     /* output columns per work item */
+#define SM_MROWS 64  /* rows per stack tile */
+
+typedef struct {
+    int64_t ld;
+    size_t off_bias[FMLP_MAX_LAYERS + 1], off_a, off_b, off_hb, total;
+} sm_plan;
+
+/* Largest M for the small-M path (measured, NOTES.md "### small-M path"): the packed path
+ * pays a fixed ~0.9 ns per weight element per call (packing), which the small-M path saves;
+ * it loses per row where K is short (16-lane sums reduced per dot product). So: 128 rows
+ * in general (64-wide layers cross over at 128..256), and for big weights (>= 1M elements, every
+ * K >= 256) 512 rows, 1024 with the bf16 dot-product kernel (vdpbf16ps: twice the packed
+ * float32 kernel's rate). FMLP_CPU_SMALL_M=<rows> forces one threshold. */
+#define SM_M_DEFAULT 128
+#define SM_M_BIG 512
+#define SM_M_BIG_BF16 1024
+static int64_t sm_max_rows(const fmlp_desc* d, fmlp_dtype dt) {
+    int64_t f = fmlp_cpu_small_m_override();
+    if (f >= 0) return f;
+    int64_t welts = 0, kmin = INT64_MAX;
+    for (int k = 0; k < fmlp_n_weights(d); k++) {
+        int64_t o, in;
+        fmlp_weight_shape(d, k, &o, &in);
+        welts += o * in;
+        kmin = imin(kmin, in);
+    }
+    if (welts < (1 << 20) || kmin < 256) return SM_M_DEFAULT;
+    return dt == FMLP_BF16 && fmlp_cpu_has_bf16_dot() ? SM_M_BIG_BF16 : SM_M_BIG;
+}
+static int use_small(const fmlp_desc* d, fmlp_dtype dt, int64_t M) { return M > 0 && M <= sm_max_rows(d, dt); }
+
+static void sm_make_plan(const fmlp_desc* d, int64_t M, sm_plan* P) {
+    P->ld = ldpad(fmlp_round_up(max_width(d), 16));
+    size_t off = 0;
+    for (int k = 0; k < fmlp_n_weights(d); k++) {
+        int64_t o, in;
+        fmlp_weight_shape(d, k, &o, &in);
+        P->off_bias[k] = off;
+        off += align16((size_t)o);
+    }
+    P->off_a = off; off += align16((size_t)(M * P->ld));
+    P->off_b = off; off += align16((size_t)(M * P->ld));
+    P->off_hb = off; off += align16((size_t)(M * P->ld + 1) / 2); /* bf16 copy of a layer input */
+    P->total = off;
+}
+
+typedef struct {
+    const fmlp_desc* d;
+    fmlp_dtype dt;
+    int64_t M;
+    const fmlp_params* p;
+    void* out;
+    void* const* saved;
+    float* ws;
+    const sm_plan* P;
+    int layer;
+    const float* hin;
+    float* hout;
+    const uint16_t* hb; /* bf16 dot-product kernel: the layer input in bfloat16, else NULL */
+    int64_t ldhb;
+} sm_args;
+
+static void sm_layer_body(int64_t begin, int64_t end, void* varg) {
+    const sm_args* a = (const sm_args*)varg;
+    const fmlp_desc* d = a->d;
+    fmlp_dtype dt = a->dt;
+    int i = a->layer, gated = d->gated && i == 0, last = i == d->n_layers - 1;
+    int k = layer_weight(d, i), s = fmlp_saved_index(d, i);
+    int64_t N = d->width[i + 1], K = d->width[i], ld = a->P->ld;
+    int save = a->saved && s >= 0;
+    float tile[SM_MROWS * 2 * SM_NB];
+    int64_t ldt = gated ? 2 * SM_NB : SM_NB;
+    int64_t nrc = cdiv(a->M, SM_MROWS);
+    for (int64_t it = begin; it < end; it++) { /* item = (column block, row chunk), block-major */
+        int64_t b = it / nrc, m0 = (it % nrc) * SM_MROWS;
+        int64_t n0 = b * SM_NB, nn = imin(SM_NB, N - n0);
+        {
+            int64_t rows = imin(SM_MROWS, a->M - m0);
+            const float* h = a->hin + m0 * ld;
+            if (a->hb) {
+                const uint16_t* hb = a->hb + m0 * a->ldhb;
+                fmlp_cpu_dot_rows_bf16(a->p->w[k], n0, nn, K, hb, a->ldhb, rows, tile, ldt);
+                if (gated) fmlp_cpu_dot_rows_bf16(a->p->w[1], n0, nn, K, hb, a->ldhb, rows, tile + SM_NB, ldt);
+            } else {
+                fmlp_cpu_dot_rows(dt, a->p->w[k], n0, nn, K, h, ld, rows, tile, ldt);
+                if (gated) fmlp_cpu_dot_rows(dt, a->p->w[1], n0, nn, K, h, ld, rows, tile + SM_NB, ldt);
+            }
+            fmlp_fwd_tile t;
+            t.act = d->act[i];
+            t.slope = d->negative_slope;
+            t.rows = (int)rows;
+            t.nn = (int)nn;
+            t.c = tile;
+            t.cu = gated ? tile + SM_NB : NULL;
+            t.ldc = ldt;
+            t.bias = a->ws + a->P->off_bias[k] + n0;
+            t.bias_u = gated ? a->ws + a->P->off_bias[1] + n0 : NULL;
+            t.dt = dt;
+            t.zs = save ? fmlp_ptr(dt, a->saved[s], m0 * N + n0) : NULL;
+            t.zus = save && gated ? fmlp_ptr(dt, a->saved[s + 1], m0 * N + n0) : NULL;
+            t.ldzs = N;
+            if (last) {
+                t.hout = fmlp_ptr(dt, a->out, m0 * N + n0);
+                t.hout_f32 = 0;
+                t.ldh = N;
+            } else {
+                t.hout = a->hout + m0 * ld + n0;
+                t.hout_f32 = 1;
+                t.ldh = ld;
+            }
+            fmlp_cpu_fwd_tile(&t);
+        }
+    }
+    fmlp_cpu_sfence();
+}
+
+static void sm_forward(const fmlp_desc* d, fmlp_dtype dt, int64_t M, const void* x, const fmlp_params* p,
+                       void* out, void* const* saved, float* ws, const fmlp_cpu_ctx* ctx) {
+    sm_plan P;
+    sm_make_plan(d, M, &P);
+    for (int k = 0; k < fmlp_n_weights(d); k++) {
+        int64_t o, in;
+        fmlp_weight_shape(d, k, &o, &in);
+        float* b = ws + P.off_bias[k];
+        if (d->has_bias[k]) fmlp_cpu_load_row(dt, p->b[k], o, b);
+        else memset(b, 0, sizeof(float) * (size_t)o);
+    }
+    float *A = ws + P.off_a, *B = ws + P.off_b;
+    for (int64_t r = 0; r < M; r++)
+        fmlp_cpu_load_row(dt, fmlp_cptr(dt, x, r * d->width[0]), d->width[0], A + r * P.ld);
+    sm_args a = {d, dt, M, p, out, saved, ws, &P, 0, A, B, NULL, 0};
+    size_t es = fmlp_dtype_size(dt);
+    int bfdot = dt == FMLP_BF16 && fmlp_cpu_has_bf16_dot();
+    for (int i = 0; i < d->n_layers; i++) {
+        int64_t N = d->width[i + 1], K = d->width[i];
+        a.layer = i;
+        a.hb = NULL;
+        if (bfdot && K < 32) { /* short K: the sequential float32 chain (fmlp_cpu_dot_rows) */
+        } else if (bfdot && i == 0) { /* x is bfloat16 already */
+            a.hb = (const uint16_t*)x;
+            a.ldhb = K;
+        } else if (bfdot) { /* round the float32 layer input to bfloat16 (eager's intermediates are bf16 too) */
+            uint16_t* hb = (uint16_t*)(ws + P.off_hb);
+            for (int64_t r = 0; r < M; r++) fmlp_cpu_store_row(FMLP_BF16, hb + r * P.ld, K, a.hin + r * P.ld);
+            a.hb = hb;
+            a.ldhb = P.ld;
+        }
+        int64_t items = cdiv(N, SM_NB) * cdiv(M, SM_MROWS);
+        double work = (double)N * (double)K * (double)(es + (size_t)M) * ((d->gated && i == 0) ? 2 : 1);
+        if (work >= (double)fmlp_cpu_small_par_min()) run_parallel(ctx, items, 1, sm_layer_body, &a);
+        else sm_layer_body(0, items, &a);
+        const float* t = a.hin;
+        a.hin = a.hout;
+        a.hout = (float*)t;
+    }
+}
+
 size_t fmlp_forward_workspace_bytes_cpu(const fmlp_desc* d, fmlp_dtype dt, int64_t M, int save,
                                         const fmlp_cpu_ctx* ctx) {
     (void)dt; (void)save;
     if (!d || fmlp_desc_validate(d, NULL) || M <= 0) return 0;
+    if (use_small(d, dt, M)) {
+        sm_plan S;
+        sm_make_plan(d, M, &S);
+        return S.total * sizeof(float) + 64;
+    }
     fwd_plan P;
     fwd_make_plan(d, M, ctx, &P);
     return P.total * sizeof(float) + 64;
@@ -308,6 +487,10 @@ int fmlp_forward_cpu(const fmlp_desc* d, fmlp_dtype dt, int64_t M, const void* x
             if (!saved[s]) return fmlp_fail(st, FMLP_ERR_INVALID, "saved[%d] is NULL", s);
     if (!ws) return fmlp_fail(st, FMLP_ERR_INVALID, "workspace is NULL (need %zu bytes)",
                               fmlp_forward_workspace_bytes_cpu(d, dt, M, saved != NULL, ctx));
+    if (use_small(d, dt, M)) {
+        TRACE("fwd small", sm_forward(d, dt, M, x, p, out, saved, align_ws(ws), ctx));
+        return FMLP_OK;
+    }
     fwd_plan P;
     fwd_make_plan(d, M, ctx, &P);
     fwd_args a = {d, dt, M, x, p, out, saved, align_ws(ws), &P};
@@ -396,12 +579,13 @@ static void bwd_make_plan(const fmlp_desc* d, int64_t M, const fmlp_cpu_ctx* ctx
     P->total = off;
 }
 
+static void smb_make_plan(const fmlp_desc* d, int64_t M, const fmlp_cpu_ctx* ctx, bwd_plan* P);
 size_t fmlp_backward_workspace_bytes_cpu(const fmlp_desc* d, fmlp_dtype dt, int64_t M,
                                          const fmlp_cpu_ctx* ctx) {
-    (void)dt;
     if (!d || fmlp_desc_validate(d, NULL) || M <= 0) return 0;
     bwd_plan P;
-    bwd_make_plan(d, M, ctx, &P);
+    if (use_small(d, dt, M)) smb_make_plan(d, M, ctx, &P);
+    else bwd_make_plan(d, M, ctx, &P);
     return P.total * sizeof(float) + 64;
 }
 
@@ -626,6 +810,141 @@ static void bwd_set_layer(bwd_args* a, int i) {
     dw_grid(P, a->nzr, a->inp, &a->RG, &a->CG);
 }
 
+/* db: chunk partials summed in chunk order */
+static void bwd_store_db(bwd_args* ap, const fmlp_cpu_ctx* ctx) {
+    bwd_args a = *ap;
+    const fmlp_desc* d = a.d;
+    const bwd_plan P = *a.P;
+    fmlp_dtype dt = a.dt;
+    int64_t M = a.M;
+    for (int i = 0; i < d->n_layers; i++) {
+        bwd_set_layer(&a, i);
+        int k = layer_weight(d, i);
+        int gated = d->gated && i == 0;
+        if (!(a.g->db[k] || (gated && a.g->db[1]))) continue;
+        int nch_used = row_chunks(imin(P.S, M), ctx); /* chunk slots the slabs touched */
+        for (int64_t j = 0; j < a.nz; j++) {
+            float s = 0.0f;
+            for (int c = 0; c < nch_used; c++)
+                s += a.ws[P.off_dbp + ((size_t)i * P.nchunks + (size_t)c) * P.ldz16 + j];
+            int kk = k;
+            int64_t jj = j;
+            if (gated && j >= a.N) { kk = 1; jj = j - a.N; }
+            if (a.g->db[kk]) fmlp_cpu_store_row(dt, fmlp_ptr(dt, a.g->db[kk], jj), 1, &s);
+        }
+    }
+}
+
+/* ---- small-M backward: no W packing, no float32 dW accumulators ------------------------
+ * One slab of all M rows; per layer: the elementwise pass (bwd_elem_body, row chunks), dW
+ * rows = sum_m dz[m][n] h[m][:] written straight in dtype (items: blocks of 6 rows of one
+ * weight tensor), g = dz·W by combining weight rows read in place (items: 64-column blocks
+ * of the layer input), both through fmlp_cpu_comb_rows. */
+#define SMB_KC 256
+static void smb_make_plan(const fmlp_desc* d, int64_t M, const fmlp_cpu_ctx* ctx, bwd_plan* P) {
+    memset(P, 0, sizeof *P);
+    const fmlp_cpu_kernel* kr = fmlp_cpu_kernel_get();
+    P->kr = kr;
+    P->mr = kr->mr;
+    int nr = P->nr = kr->nr;
+    int L = d->n_layers;
+    int64_t mw = max_width(d), nzmax = 0, inmax = 0;
+    for (int i = 0; i < L; i++) {
+        nzmax = imax(nzmax, layer_nz(d, i));
+        inmax = imax(inmax, d->width[i]);
+    }
+    P->ldw = ldpad(fmlp_round_up(mw, nr));
+    P->ldz = ldpad(imax(fmlp_round_up(nzmax, 16), fmlp_round_up(nzmax, P->mr)));
+    P->ldh = ldpad(fmlp_round_up(inmax, nr));
+    P->ldz16 = fmlp_round_up(P->ldz, 16);
+    P->S = fmlp_round_up(M, Q);
+    P->nchunks = row_chunks(M, ctx);
+    P->nslots = nthreads(ctx);
+    P->tmpw = fmlp_round_up(imax(mw, nzmax), 16);
+    size_t off = 0;
+    P->off_g = off;   off += align16((size_t)(P->S * P->ldw));
+    P->off_dz = off;  off += align16((size_t)(P->S * P->ldz));
+    P->off_hb = off;  off += align16((size_t)(P->S * P->ldh));
+    P->off_dbp = off; off += (size_t)L * (size_t)P->nchunks * (size_t)P->ldz16;
+    P->off_tmp = off; off += (size_t)P->nchunks * 4 * (size_t)P->tmpw;
+    P->total = off;
+}
+
+static void smb_dw_body(int64_t begin, int64_t end, void* varg) {
+    const bwd_args* a = (const bwd_args*)varg;
+    const bwd_plan* P = a->P;
+    const fmlp_desc* d = a->d;
+    int64_t N = a->N, in = a->in, nb = cdiv(N, 6);
+    float tile[6 * SMB_KC];
+    for (int64_t it = begin; it < end; it++) {
+        int q = (int)(it / nb);
+        int64_t r0 = (it % nb) * 6, R = imin(6, N - r0);
+        int k = q ? 1 : layer_weight(d, a->layer);
+        void* dw = a->g->dw[k];
+        if (!dw) continue;
+        const float* dz = a->ws + P->off_dz + q * N + r0; /* C[r][m] = DZ[m][q*N + r0 + r] */
+        for (int64_t k0 = 0; k0 < in; k0 += SMB_KC) {
+            int64_t w = imin(SMB_KC, in - k0);
+            fmlp_cpu_comb_rows(FMLP_F32, R, w, a->M, dz, 1, P->ldz, a->ws + P->off_hb + k0, P->ldh, tile, SMB_KC);
+            for (int64_t r = 0; r < R; r++)
+                fmlp_cpu_store_row(a->dt, fmlp_ptr(a->dt, dw, (r0 + r) * in + k0), w, tile + r * SMB_KC);
+        }
+    }
+}
+
+static void smb_dx_body(int64_t begin, int64_t end, void* varg) {
+    const bwd_args* a = (const bwd_args*)varg;
+    const bwd_plan* P = a->P;
+    const fmlp_desc* d = a->d;
+    fmlp_dtype dt = a->dt;
+    int i = a->layer, gated = d->gated && i == 0;
+    int64_t N = a->N, in = a->in;
+    const void* W0 = a->p->w[layer_weight(d, i)];
+    float t0[6 * 64], t1[6 * 64];
+    for (int64_t it = begin; it < end; it++) {
+        int64_t k0 = it * 64, w = imin(64, in - k0);
+        for (int64_t m0 = 0; m0 < a->M; m0 += 6) {
+            int64_t R = imin(6, a->M - m0);
+            const float* dz = a->ws + P->off_dz + m0 * P->ldz; /* C[r][n] = DZ[m0 + r][n] */
+            fmlp_cpu_comb_rows(dt, R, w, N, dz, P->ldz, 1, fmlp_cptr(dt, W0, k0), in, t0, 64);
+            if (gated) {
+                fmlp_cpu_comb_rows(dt, R, w, N, dz + N, P->ldz, 1, fmlp_cptr(dt, a->p->w[1], k0), in, t1, 64);
+                for (int64_t e = 0; e < R * 64; e++) t0[e] += t1[e];
+            }
+            for (int64_t r = 0; r < R; r++) {
+                if (i == 0) fmlp_cpu_store_row(dt, fmlp_ptr(dt, a->dx, (m0 + r) * in + k0), w, t0 + r * 64);
+                else memcpy(a->ws + P->off_g + (m0 + r) * P->ldw + k0, t0 + r * 64, sizeof(float) * (size_t)w);
+            }
+        }
+    }
+}
+
+static void smb_backward(bwd_args* a, const fmlp_cpu_ctx* ctx) {
+    const fmlp_desc* d = a->d;
+    int64_t M = a->M;
+    size_t es = fmlp_dtype_size(a->dt);
+    a->s0 = 0;
+    a->Ms = M;
+    a->nch = row_chunks(M, ctx);
+    a->first_slab = a->last_slab = 1;
+    double pmin = (double)fmlp_cpu_small_par_min();
+    for (int i = d->n_layers - 1; i >= 0; i--) {
+        bwd_set_layer(a, i);
+        run_parallel(ctx, a->nch, 1, bwd_elem_body, a);
+        double work = (double)a->nz * (double)a->in * (double)(es + (size_t)M);
+        if (a->need_dw) {
+            int64_t items = cdiv(a->N, 6) * ((d->gated && i == 0) ? 2 : 1);
+            if (work >= pmin) run_parallel(ctx, items, 1, smb_dw_body, a);
+            else smb_dw_body(0, items, a);
+        }
+        if (i > 0 || a->dx) {
+            int64_t items = cdiv(a->in, 64);
+            if (work >= pmin) run_parallel(ctx, items, 1, smb_dx_body, a);
+            else smb_dx_body(0, items, a);
+        }
+    }
+}
+
 int fmlp_backward_cpu(const fmlp_desc* d, fmlp_dtype dt, int64_t M, const void* dout,
                       const void* x, const void* const* saved, const fmlp_params* p, void* dx,
                       const fmlp_grads* g, void* ws, const fmlp_cpu_ctx* ctx, fmlp_status* st) {
@@ -651,7 +970,9 @@ int fmlp_backward_cpu(const fmlp_desc* d, fmlp_dtype dt, int64_t M, const void* 
     if (!ws) return fmlp_fail(st, FMLP_ERR_INVALID, "workspace is NULL (need %zu bytes)",
                               fmlp_backward_workspace_bytes_cpu(d, dt, M, ctx));
     bwd_plan P;
-    bwd_make_plan(d, M, ctx, &P);
+    int small = use_small(d, dt, M);
+    if (small) smb_make_plan(d, M, ctx, &P);
+    else bwd_make_plan(d, M, ctx, &P);
     fmlp_grads none;
     memset(&none, 0, sizeof none);
     bwd_args a;
@@ -660,6 +981,11 @@ int fmlp_backward_cpu(const fmlp_desc* d, fmlp_dtype dt, int64_t M, const void* 
     a.g = g ? g : &none;
     a.ws = align_ws(ws);
     a.P = &P;
+    if (small) {
+        TRACE("bwd small", smb_backward(&a, ctx));
+        bwd_store_db(&a, ctx);
+        return FMLP_OK;
+    }
     int64_t npanels = 0;
     for (int i = 0; i < d->n_layers; i++) npanels += cdiv(d->width[i], P.nr);
     TRACE("packW", run_parallel(ctx, npanels, 1, bwd_packw_body, &a));
@@ -680,22 +1006,6 @@ int fmlp_backward_cpu(const fmlp_desc* d, fmlp_dtype dt, int64_t M, const void* 
             if (i > 0 || dx) TRACE("dX", run_parallel(ctx, a.nch, 1, bwd_dx_body, &a));
         }
     }
-    /* db: chunk partials summed in chunk order */
-    for (int i = 0; i < d->n_layers; i++) {
-        bwd_set_layer(&a, i);
-        int k = layer_weight(d, i);
-        int gated = d->gated && i == 0;
-        if (!(a.g->db[k] || (gated && a.g->db[1]))) continue;
-        int nch_used = row_chunks(imin(P.S, M), ctx); /* chunk slots the slabs touched */
-        for (int64_t j = 0; j < a.nz; j++) {
-            float s = 0.0f;
-            for (int c = 0; c < nch_used; c++)
-                s += a.ws[P.off_dbp + ((size_t)i * P.nchunks + (size_t)c) * P.ldz16 + j];
-            int kk = k;
-            int64_t jj = j;
-            if (gated && j >= a.N) { kk = 1; jj = j - a.N; }
-            if (a.g->db[kk]) fmlp_cpu_store_row(dt, fmlp_ptr(dt, a.g->db[kk], jj), 1, &s);
-        }
-    }
+    bwd_store_db(&a, ctx);
     return FMLP_OK;
 }

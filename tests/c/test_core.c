@@ -1,6 +1,8 @@
 /* test_core.c — standalone test of the CPU core (fmlp_forward_cpu / fmlp_backward_cpu)
  * against a plain double-precision reference written here.
- * Covers: M = 0, 1, 7, 97 and larger; widths 1, 3, 17, 100, 300; every activation; bias
+ * Covers: M = 0, 1, 7, 97 and larger, each forward on both paths (packed GEMM and small-M,
+ * forced with fmlp_cpu_set_small_m; the small-M layers also forced through parallel_for),
+ * each backward on both paths too; widths 1, 3, 17, 100, 300; every activation; bias
  * on/off; gated first layer; float32 / bfloat16 / float16; NULL gradient entries; a
  * pthread parallel_for (1..3 threads) to exercise the chunking; NaN-poisoned outputs and
  * workspace (every output element must be written, guard elements after every buffer
@@ -13,6 +15,7 @@
 #include <string.h>
 #include "../../csrc/fmlp.h"
 #include "../../csrc/cpu/fmlp_cpu_convert.h"
+#include "../../csrc/cpu/fmlp_cpu_small.h"
 
 static int n_pass = 0, n_fail = 0;
 #define GUARD 8
@@ -220,17 +223,36 @@ static void run_case(fmlp_dtype dt, const shape* sh, int64_t M, int threads, int
                     h[i + 1][m * on + n] = act_d(d.act[i], a, d.negative_slope);
             }
     }
-    /* forward */
+    /* forward, on both CPU paths (packed GEMM, then small-M: forced through the test hook;
+       the small-M layers forced through parallel_for too); the backward uses the last */
     int64_t wout = d.width[L];
-    void* out = alloc_poison(dt, M * wout);
     int ns = fmlp_saved_count(&d);
     void* saved[FMLP_MAX_LAYERS + 1];
+    void *out = NULL, *out2 = NULL;
+    size_t wsb;
+    void *ws, *wsa;
+    int rc;
+    /* path 0 packed, 1 small-M, 2 small-M without the bf16 dot-product kernel (bf16 only) */
+    for (int path = 0; path < 3; path++) {
+    if (path == 2 && dt != FMLP_BF16) break;
+    const char* base = name;
+    char pname[300];
+    snprintf(pname, sizeof pname, "%s%s", base, path == 2 ? "[small-M,f32 dot]" : path ? "[small-M]" : "[packed]");
+    g_case = pname;
+    fmlp_cpu_set_small_m(path ? 1000000 : 0);
+    fmlp_cpu_set_small_par_min(path ? 0 : -1);
+    fmlp_cpu_set_bf16_dot(path == 2 ? 0 : -1);
+    if (path) {
+        free(out); free(out2);
+        for (int s = 0; s < ns; s++) free(saved[s]);
+    }
+    out = alloc_poison(dt, M * wout);
     for (int s = 0; s < ns; s++) saved[s] = alloc_poison(dt, M * fmlp_saved_width(&d, s));
-    size_t wsb = fmlp_forward_workspace_bytes_cpu(&d, dt, M, 1, pctx);
-    void* ws = malloc(wsb + 64);
+    wsb = fmlp_forward_workspace_bytes_cpu(&d, dt, M, 1, pctx);
+    ws = malloc(wsb + 64);
     memset(ws, 0xff, wsb + 64);
-    void* wsa = (void*)(((uintptr_t)ws + 63) & ~(uintptr_t)63);
-    int rc = fmlp_forward_cpu(&d, dt, M, x, &p, out, saved, wsa, pctx, &st);
+    wsa = (void*)(((uintptr_t)ws + 63) & ~(uintptr_t)63);
+    rc = fmlp_forward_cpu(&d, dt, M, x, &p, out, saved, wsa, pctx, &st);
     check("forward rc", rc == 0);
     if (rc) printf("  msg: %s\n", st.msg);
     compare("out", dt, out, h[L], M * wout, tol);
@@ -241,11 +263,16 @@ static void run_case(fmlp_dtype dt, const shape* sh, int64_t M, int threads, int
         if (d.gated && i == 0) compare("saved z_up", dt, saved[s + 1], zu, M * d.width[1], tol);
     }
     /* forward without saving must give the same out */
-    void* out2 = alloc_poison(dt, M * wout);
+    out2 = alloc_poison(dt, M * wout);
     rc = fmlp_forward_cpu(&d, dt, M, x, &p, out2, NULL, wsa, pctx, &st);
     check("forward(nosave) rc", rc == 0);
     check("forward(nosave) same out", M == 0 || memcmp(out, out2, (size_t)(M * wout) * esz(dt)) == 0);
     free(ws);
+    }
+    g_case = name;
+    fmlp_cpu_set_small_m(-1);
+    fmlp_cpu_set_small_par_min(-1);
+    fmlp_cpu_set_bf16_dot(-1);
 
     /* reference backward, from the saved z as the core sees them (rounded to dtype) */
     for (int i = 0; i < L; i++) {
@@ -297,7 +324,13 @@ static void run_case(fmlp_dtype dt, const shape* sh, int64_t M, int threads, int
         free(gcur);
         gcur = gprev;
     }
-    /* backward */
+    /* backward, on both paths (packed; small-M, forced, layers through parallel_for) */
+    for (int bpath = 0; bpath < 2; bpath++) {
+    char bname[300];
+    snprintf(bname, sizeof bname, "%s%s", name, bpath ? "[bwd small-M]" : "[bwd packed]");
+    g_case = bname;
+    fmlp_cpu_set_small_m(bpath ? 1000000 : 0);
+    fmlp_cpu_set_small_par_min(bpath ? 0 : -1);
     fmlp_grads g;
     memset(&g, 0, sizeof g);
     for (int k = 0; k < nw; k++) {
@@ -325,10 +358,16 @@ static void run_case(fmlp_dtype dt, const shape* sh, int64_t M, int threads, int
         if (g.dw[k]) compare(nm, dt, g.dw[k], dwr[k], o * in, btol);
         snprintf(nm, sizeof nm, "db[%d]", k);
         if (g.db[k]) compare(nm, dt, g.db[k], dbr[k], o, btol);
-        free(g.dw[k]); free(g.db[k]); free(dwr[k]); free(dbr[k]);
+        free(g.dw[k]); free(g.db[k]);
     }
     free(ws);
-    free(dx); free(gcur); free(dout); free(doutr);
+    free(dx);
+    }
+    g_case = name;
+    fmlp_cpu_set_small_m(-1);
+    fmlp_cpu_set_small_par_min(-1);
+    for (int k = 0; k < nw; k++) { free(dwr[k]); free(dbr[k]); }
+    free(gcur); free(dout); free(doutr);
     /* cleanup */
     for (int i = 0; i < L; i++) { free(z[i]); free(h[i + 1]); }
     free(zu);
