@@ -77,10 +77,12 @@ def test_dispatcher_choices_are_inspectable(monkeypatch):
     monkeypatch.delenv("FUSED_MLP_STRATEGY", raising=False)
     w = [torch.empty(4096, 1024, device="cuda", dtype=torch.bfloat16),
          torch.empty(1024, 4096, device="cuda", dtype=torch.bfloat16)]
+    one = fused_mlp.explain(torch.empty(1, 1024, device="cuda", dtype=torch.bfloat16), w, "gelu_tanh")
     small = fused_mlp.explain(torch.empty(16, 1024, device="cuda", dtype=torch.bfloat16), w, "gelu_tanh")
     large = fused_mlp.explain(torch.empty(8192, 1024, device="cuda", dtype=torch.bfloat16), w, "gelu_tanh")
     bwd = fused_mlp.explain(torch.empty(16, 1024, device="cuda", dtype=torch.bfloat16), w, "gelu_tanh", backward=True)
-    assert small["strategy"] in ("small_m", "gemm") and "M <= 64" in small["why"]
+    assert one["strategy"] == "small_m" and "M = 1" in one["why"]
+    assert small["strategy"] == "gemm" and "M <= 64" in small["why"]
     assert large["strategy"] == "gemm" and large["why"]
     assert bwd["strategy"] == "gemm"
 

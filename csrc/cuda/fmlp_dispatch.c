@@ -52,12 +52,19 @@ int fmlp_cuda_plan(const fmlp_desc* d, fmlp_dtype dt, int64_t M, int save, int b
         *why = "backward: cuBLAS GEMMs for dW and dx, fused activation-backward and bias-gradient passes";
         return FMLP_STRATEGY_GEMM;
     }
-    /* small_m (v2) is correct but measured slower than eager in graph replay at the target
-     * shapes (H100 bf16: 1024-4096-1024 M=1 16.1 us vs eager 15.2; M=16 19.6 vs 17.3;
-     * GeGLU 768/3072 M=64 31.2 vs 21.4; NOTES.md), so it runs only when forced until a
-     * faster version wins the measurements (bench/RESULTS.md times every strategy). */
-    (void)small_ok;
-    *why = M <= 64 ? "M <= 64: the single-launch kernel does not yet beat cuBLAS here (NOTES.md); "
+    /* Single launch vs cuBLAS at small M (H100, bf16, bench/RESULTS.md; graph = GPU time
+     * in CUDA-graph replay, loop = wall time of a Python loop):
+     *   1024-4096-1024 M=1:  small_m 14.5 / gemm 14.7 us graph;  69 / 148 us loop  -> small_m
+     *   1024-4096-1024 M=16: small_m 17.9 / gemm 15.2 us graph;  72 / 150 us loop
+     *   GeGLU 768/3072 M=64: small_m 29.9 / gemm 18.6 us graph;  49 /  93 us loop
+     * (eager: 13.5, 14.1, 18.1 us graph; 91, 91, 82 us loop). small_m wins both measures
+     * only at one row; above, it loses GPU time (its weight stream is issue-bound: NOTES.md),
+     * so the GEMM path keeps those until the kernel improves. */
+    if (small_ok && M == 1) {
+        *why = "M = 1: one launch for all layers (measured: equal GPU time to cuBLAS, 2x less host time)";
+        return FMLP_STRATEGY_SMALL_M;
+    }
+    *why = M <= 64 ? "M <= 64 but > 1: the single-launch kernel loses GPU time to cuBLAS here (NOTES.md); "
                      "cuBLAS GEMMs with fused bias/activation epilogues"
                    : "large M: compute-bound; cuBLAS GEMMs with fused bias/activation epilogues";
     (void)small_why;

@@ -136,29 +136,27 @@ __global__ void fmlp_gemm_add_kernel(int64_t chunks, T* y, const T* t) {
     }
 }
 
-// Column sums: block (32, 8) owns 32 columns of a slice of rows. One slice: the block
-// writes db itself. Several: partial sums meet in acc (float32, global) via atomicAdd.
+// Column sums: block (32, 8) owns 32 columns and walks all rows, 8 at a time.
 template <typename T>
-__global__ void fmlp_gemm_colsum_kernel(int64_t M, int64_t N, const T* dz, float* acc, T* db) {
+__global__ void fmlp_gemm_colsum_kernel(int64_t M, int64_t N, const T* dz, T* db) {
     __shared__ float part[8][33];
     int64_t n = blockIdx.x * 32 + threadIdx.x;
     float s = 0.f;
     if (n < N)
-        for (int64_t m = blockIdx.y * 8 + threadIdx.y; m < M; m += (int64_t)gridDim.y * 8) s += fmlp_to_f32(dz[m * N + n]);
+        for (int64_t m = threadIdx.y; m < M; m += 8) s += fmlp_to_f32(dz[m * N + n]);
     part[threadIdx.y][threadIdx.x] = s;
     __syncthreads();
     if (threadIdx.y == 0 && n < N) {
         float t = 0.f;
 #pragma unroll
         for (int k = 0; k < 8; k++) t += part[k][threadIdx.x];
-        if (gridDim.y == 1) db[n] = fmlp_from_f32<T>(t);
-        else atomicAdd(&acc[n], t);
+        db[n] = fmlp_from_f32<T>(t);
     }
 }
 
 template <typename T>
-__global__ void fmlp_gemm_store_f32_kernel(int64_t n, const float* acc, T* out) {
-    FMLP_GRID_LOOP(n) out[c] = fmlp_from_f32<T>(acc[c]);
+__global__ void fmlp_gemm_fill_ones_kernel(int64_t n, T* out) {
+    FMLP_GRID_LOOP(n) out[c] = fmlp_from_f32<T>(1.0f);
 }
 
 int grid_for(int64_t chunks) {
@@ -216,6 +214,13 @@ extern "C" int fmlp_launch_dglu(fmlp_dtype dt, int64_t M, int64_t N, const void*
     return fmlp_cuda_check(cudaGetLastError(), st, "gated activation backward kernel");
 }
 
+extern "C" int fmlp_launch_fill_ones(fmlp_dtype dt, int64_t n, void* ones, void* stream, fmlp_status* st) {
+    cudaStream_t s = (cudaStream_t)stream;
+    if (n == 0) return FMLP_OK;
+    FMLP_DISPATCH_DTYPE(dt, { fmlp_gemm_fill_ones_kernel<T><<<grid_for(n), kThreads, 0, s>>>(n, (T*)ones); });
+    return fmlp_cuda_check(cudaGetLastError(), st, "fill kernel");
+}
+
 extern "C" int fmlp_launch_add(fmlp_dtype dt, int64_t n, void* y, const void* t, void* stream, fmlp_status* st) {
     cudaStream_t s = (cudaStream_t)stream;
     int64_t one = 1;
@@ -223,23 +228,12 @@ extern "C" int fmlp_launch_add(fmlp_dtype dt, int64_t n, void* y, const void* t,
     return fmlp_cuda_check(cudaGetLastError(), st, "add kernel");
 }
 
-extern "C" int fmlp_launch_colsum(fmlp_dtype dt, int64_t M, int64_t N, const void* dz, void* db, float* acc,
-                                  void* stream, fmlp_status* st) {
+extern "C" int fmlp_launch_colsum(fmlp_dtype dt, int64_t M, int64_t N, const void* dz, void* db, void* stream,
+                                  fmlp_status* st) {
     cudaStream_t s = (cudaStream_t)stream;
     if (N == 0) return FMLP_OK;
-    int64_t col_blocks = (N + 31) / 32;
-    int64_t splits = (M + 1023) / 1024; /* a block sums up to ~1024 rows before splitting pays */
-    int64_t max_splits = 1056 / col_blocks; /* about 8 blocks per SM in all */
-    if (splits > max_splits) splits = max_splits;
-    if (splits < 1) splits = 1;
-    if (splits > 1) {
-        int rc = fmlp_cuda_check(cudaMemsetAsync(acc, 0, sizeof(float) * (size_t)N, s), st, "bias gradient memset");
-        if (rc) return rc;
-    }
     FMLP_DISPATCH_DTYPE(dt, {
-        fmlp_gemm_colsum_kernel<T><<<dim3((unsigned)col_blocks, (unsigned)splits), dim3(32, 8), 0, s>>>(
-            M, N, (const T*)dz, acc, (T*)db);
-        if (splits > 1) fmlp_gemm_store_f32_kernel<T><<<grid_for(N), kThreads, 0, s>>>(N, acc, (T*)db);
+        fmlp_gemm_colsum_kernel<T><<<(unsigned)((N + 31) / 32), dim3(32, 8), 0, s>>>(M, N, (const T*)dz, (T*)db);
     });
     return fmlp_cuda_check(cudaGetLastError(), st, "bias gradient kernel");
 }

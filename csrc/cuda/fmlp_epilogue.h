@@ -27,10 +27,13 @@ int fmlp_launch_dglu(fmlp_dtype dt, int64_t M, int64_t N, const void* g, const v
                      const void* zu, void* dzg, void* dzu, void* h, int act, float slope, void* stream,
                      fmlp_status* st);
 
-/* db[n] := sum_m dz[m, n]; acc is float32 scratch of N elements, used (and zeroed here)
- * only when M is large enough to split the rows over several blocks. */
-int fmlp_launch_colsum(fmlp_dtype dt, int64_t M, int64_t N, const void* dz, void* db, float* acc,
-                       void* stream, fmlp_status* st);
+/* db[n] := sum_m dz[m, n], one launch, one block per 32 columns: for the small M
+ * (<= ~1024) where a cuBLAS 1ᵀ·dz costs more in launch than in work. */
+int fmlp_launch_colsum(fmlp_dtype dt, int64_t M, int64_t N, const void* dz, void* db, void* stream,
+                       fmlp_status* st);
+
+/* ones[0..n) := 1 (for bias gradients as a GEMM: db = 1ᵀ·dz). */
+int fmlp_launch_fill_ones(fmlp_dtype dt, int64_t n, void* ones, void* stream, fmlp_status* st);
 
 /* y := y + t (n elements). */
 int fmlp_launch_add(fmlp_dtype dt, int64_t n, void* y, const void* t, void* stream, fmlp_status* st);

@@ -106,8 +106,13 @@ typedef struct {
     void* dzu;   /* (M, width[1]) gated: dz of the up projection */
     void* hin;   /* (M, max_hidden): the current layer's input, rebuilt from saved z */
     void* tmp;   /* (M, width[0]) gated with dx: the up branch's share of dx */
-    float* acc;  /* (max_out,) float32: bias-gradient sums over row slices */
+    void* ones;  /* (M,) of 1 when M > DB_GEMM_MIN_ROWS: bias gradients as 1ᵀ·dz (cuBLAS) */
 } bwd_ws;
+
+/* Above this many rows the bias gradient is a cuBLAS product 1ᵀ·dz (bandwidth-bound
+ * gemv, all SMs); below, one column-sum launch. Measured: the column-sum kernel with
+ * few row slices made narrow64x5 bf16 fwd+bwd 0.60x eager at M = 1024 (bench/RESULTS.md). */
+#define DB_GEMM_MIN_ROWS 1024
 
 static bwd_ws bwd_layout(const fmlp_desc* d, fmlp_dtype dt, int64_t M, carve* c) {
     bwd_ws w;
@@ -118,7 +123,7 @@ static bwd_ws bwd_layout(const fmlp_desc* d, fmlp_dtype dt, int64_t M, carve* c)
     w.dzu = d->gated ? take(c, (size_t)(M * d->width[1]) * e) : NULL;
     w.hin = take(c, hb);
     w.tmp = d->gated ? take(c, (size_t)(M * d->width[0]) * e) : NULL;
-    w.acc = (float*)take(c, sizeof(float) * (size_t)max_out(d));
+    w.ones = M > DB_GEMM_MIN_ROWS ? take(c, (size_t)M * e) : NULL;
     return w;
 }
 
@@ -148,6 +153,7 @@ int fmlp_backward_gemm_cuda(const fmlp_desc* d, fmlp_dtype dt, int64_t M, const 
     carve c = {(char*)ws, 0};
     bwd_ws w = bwd_layout(d, dt, M, &c);
     int L = d->n_layers;
+    if (w.ones) TRY(fmlp_launch_fill_ones(dt, M, w.ones, ctx->stream, st));
     /* dz of the last layer: dout itself when it has no activation (and saved no z) */
     const void* dz = dout;
     const void* dzu = NULL;
@@ -176,7 +182,10 @@ int fmlp_backward_gemm_cuda(const fmlp_desc* d, fmlp_dtype dt, int64_t M, const 
         }
         for (int t = 0; t < 1 + (dzu != NULL); t++) {
             const void* dzt = t ? dzu : dz;
-            if (g->db[k + t]) TRY(fmlp_launch_colsum(dt, M, N, dzt, g->db[k + t], w.acc, ctx->stream, st));
+            if (g->db[k + t] && w.ones) /* db (1, N) = 1ᵀ (1, M) · dz (M, N) */
+                TRY(ctx->gemm(ctx->gemm_ctx, dt, 1, N, M, w.ones, M, 1, dzt, N, 1, g->db[k + t], N, st));
+            else if (g->db[k + t])
+                TRY(fmlp_launch_colsum(dt, M, N, dzt, g->db[k + t], ctx->stream, st));
             /* dW (N, K) = dzᵀ (N, M) · hin (M, K) */
             if (g->dw[k + t])
                 TRY(ctx->gemm(ctx->gemm_ctx, dt, N, K, M, dzt, 1, N, hin, K, 1, g->dw[k + t], K, st));
