@@ -31,6 +31,13 @@ if ! FUSED_MLP_CUDA=1 $PY -m pip install -v --no-build-isolation --no-deps -e . 
 fi
 $PY -c "import fused_mlp, torch; assert fused_mlp._C.has_cuda(); print('fused_mlp CUDA build OK,', torch.__version__)"
 
+if [ -d .whl ]; then
+    # nbclient and a kernel (for the notebook test and run) are not on the GPU image:
+    # they travel as wheels in .whl/ (see the device tool's README)
+    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/nbsite .whl/*.whl > "$OUT/wheels.log" 2>&1 \
+        && export PYTHONPATH=/tmp/nbsite${PYTHONPATH:+:$PYTHONPATH}
+fi
+
 if [ "$MODE" != "--bench" ]; then
     echo "== tests"
     if [ "$MODE" = "--quick" ]; then tests="tests/test_cuda.py tests/test_numerics.py tests/test_gradients.py tests/test_ops.py"; else tests="tests"; fi
@@ -50,10 +57,8 @@ fi
 
 if { [ "$MODE" = "full" ] || [ "$MODE" = "--no-bench" ]; } && [ -d .whl ]; then
     echo "== notebook (executed here, with outputs, into \$OUT)"
-    # nbclient and a kernel are not on the GPU image: they travel as wheels in .whl/
-    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/nbsite .whl/*.whl > "$OUT/notebook.log" 2>&1
-    PYTHONPATH=/tmp/nbsite${PYTHONPATH:+:$PYTHONPATH} $PY tools/run_notebook.py notebooks/profiling_walkthrough.ipynb \
-        "$OUT/profiling_walkthrough.ipynb" >> "$OUT/notebook.log" 2>&1
+    $PY tools/run_notebook.py notebooks/profiling_walkthrough.ipynb "$OUT/profiling_walkthrough.ipynb" \
+        > "$OUT/notebook.log" 2>&1
     summary+=("notebook: $(tail -1 "$OUT/notebook.log")")
 fi
 
