@@ -14,7 +14,6 @@ OUT=$(mktemp -d /tmp/gpu_check.XXXX)  # everything, logs included
 mkdir -p "$RESULT_DIR"
 finish() {
     tar czf "$RESULT_DIR/logs.tgz" -C "$OUT" . 2>/dev/null
-    for f in profiling_walkthrough.ipynb; do [ -f "$OUT/$f" ] && cp "$OUT/$f" "$RESULT_DIR/"; done
 }
 trap finish EXIT
 export PYTHONUNBUFFERED=1
@@ -57,8 +56,9 @@ fi
 
 if { [ "$MODE" = "full" ] || [ "$MODE" = "--no-bench" ]; } && [ -d .whl ]; then
     echo "== notebook (executed here, with outputs, into \$OUT)"
-    $PY tools/run_notebook.py notebooks/profiling_walkthrough.ipynb "$OUT/profiling_walkthrough.ipynb" \
+    $PY tools/run_notebook.py notebooks/profiling_walkthrough.ipynb "$RESULT_DIR/profiling_walkthrough.ipynb" \
         > "$OUT/notebook.log" 2>&1
+    mv "$RESULT_DIR/profile_out" "$OUT/" 2>/dev/null  # traces and plot of the notebook run: into logs.tgz
     summary+=("notebook: $(tail -1 "$OUT/notebook.log")")
 fi
 

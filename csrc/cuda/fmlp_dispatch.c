@@ -59,9 +59,12 @@ int fmlp_cuda_plan(const fmlp_desc* d, fmlp_dtype dt, int64_t M, int save, int b
      *   GeGLU 768/3072 M=64: small_m 29.9 / gemm 18.6 us graph;  49 /  93 us loop
      * (eager: 13.5, 14.1, 18.1 us graph; 91, 91, 82 us loop). small_m wins both measures
      * only at one row; above, it loses GPU time (its weight stream is issue-bound: NOTES.md),
-     * so the GEMM path keeps those until the kernel improves. */
-    if (small_ok && M == 1) {
-        *why = "M = 1: one launch for all layers (measured: equal GPU time to cuBLAS, 2x less host time)";
+     * so the GEMM path keeps those until the kernel improves. At M = 1 it also lost in
+     * float32 (FFMA: 22.9 vs eager 14.7 us, 1024-4096-1024) and with 5 layers (5 grid
+     * barriers: 21.4 vs 19.0 us, narrow64x5 bf16), so: 16-bit, at most two layers. */
+    if (small_ok && M == 1 && dt != FMLP_F32 && d->n_layers <= 2) {
+        *why = "M = 1, 16-bit, <= 2 layers: one launch for all layers (measured: GPU time equal to cuBLAS, "
+               "about half the host time)";
         return FMLP_STRATEGY_SMALL_M;
     }
     *why = M <= 64 ? "M <= 64 but > 1: the single-launch kernel loses GPU time to cuBLAS here (NOTES.md); "
