@@ -65,21 +65,9 @@ size_t fmlp_gemm_forward_ws(const fmlp_desc* d, fmlp_dtype dt, int64_t M, int sa
 }
 
 
-/* z (M, N) = A (M, K) · W (N, K)ᵀ [+ bias]. Training (the z is saved): aten::linear, the
- * bias inside cuBLASLt's epilogue, one rounding, exactly eager's z, which the backward's
- * act'(z) depends on. Inference: aten::mm, and the caller's epilogue adds the bias; with an
- * out= tensor aten::linear does not take the bias-epilogue path and measured 0.90x eager
- * on 1024-4096-1024 bf16 (bench/RESULTS.md), where mm + epilogue is at parity. */
-static int product(const fmlp_cuda_ctx* ctx, fmlp_dtype dt, int64_t M, int64_t N, int64_t K, const void* A,
-                   const void* W, const void* bias, void* z, int training, fmlp_status* st) {
-    if (training || !bias) return ctx->linear(ctx->gemm_ctx, dt, M, N, K, A, W, training ? bias : NULL, z, st);
-    return ctx->gemm(ctx->gemm_ctx, dt, M, N, K, A, K, 1, W, 1, K, z, N, st);
-}
-
 int fmlp_forward_gemm_cuda(const fmlp_desc* d, fmlp_dtype dt, int64_t M, const void* x, const fmlp_params* p,
                            void* out, void* const* saved, void* ws, const fmlp_cuda_ctx* ctx, fmlp_status* st) {
-    if (!ctx->linear || !ctx->gemm)
-        return fmlp_fail(st, FMLP_ERR_INVALID, "the GEMM strategy needs ctx->linear and ctx->gemm");
+    if (!ctx->linear) return fmlp_fail(st, FMLP_ERR_INVALID, "the GEMM strategy needs ctx->linear");
     carve c = {(char*)ws, 0};
     fwd_ws w = fwd_layout(d, dt, M, saved != NULL, &c);
     const void* hin = x;
@@ -91,17 +79,18 @@ int fmlp_forward_gemm_cuda(const fmlp_desc* d, fmlp_dtype dt, int64_t M, const v
         if (i == 0 && d->gated) {
             void* zg = saved ? saved[s] : hout;
             void* zu = saved ? saved[s + 1] : w.zu;
-            TRY(product(ctx, dt, M, N, K, hin, p->w[0], p->b[0], zg, saved != NULL, st));
-            TRY(product(ctx, dt, M, N, K, hin, p->w[1], p->b[1], zu, saved != NULL, st));
-            TRY(fmlp_launch_glu(dt, M, N, zg, zu, saved ? NULL : p->b[0], saved ? NULL : p->b[1], hout, d->act[0],
-                                d->negative_slope, ctx->stream, st));
+            TRY(ctx->linear(ctx->gemm_ctx, dt, M, N, K, hin, p->w[0], p->b[0], zg, st));
+            TRY(ctx->linear(ctx->gemm_ctx, dt, M, N, K, hin, p->w[1], p->b[1], zu, st));
+            TRY(fmlp_launch_glu(dt, M, N, zg, zu, NULL, NULL, hout, d->act[0], d->negative_slope, ctx->stream, st));
         } else {
             int k = wk(d, i);
             void* z = (saved && s >= 0) ? saved[s] : hout;
-            TRY(product(ctx, dt, M, N, K, hin, p->w[k], p->b[k], z, saved != NULL, st));
-            const void* bias = saved ? NULL : p->b[k]; /* not yet added when not saving */
-            if (z != hout || bias || d->act[i] != FMLP_ACT_IDENTITY)
-                TRY(fmlp_launch_bias_act(dt, M, N, z, bias, hout, d->act[i], d->negative_slope, ctx->stream, st));
+            /* aten::linear: the bias inside cuBLAS's epilogue, one rounding, eager's exact z.
+             * (Measured alternative, reverted: aten::mm + the bias added in our epilogue was
+             * slower on biased layers, 0.79-0.89x eager vs 0.90-0.93x; NOTES.md.) */
+            TRY(ctx->linear(ctx->gemm_ctx, dt, M, N, K, hin, p->w[k], p->b[k], z, st));
+            if (z != hout || d->act[i] != FMLP_ACT_IDENTITY)
+                TRY(fmlp_launch_bias_act(dt, M, N, z, NULL, hout, d->act[i], d->negative_slope, ctx->stream, st));
         }
         hin = hout;
         K = N;
