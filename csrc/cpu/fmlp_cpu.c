@@ -545,21 +545,29 @@ static int64_t bwd_slab_rows(const fmlp_desc* d, int64_t M, int64_t rowbytes) {
     return imin(S, fmlp_round_up(M, Q));
 }
 
-static void bwd_make_plan(const fmlp_desc* d, int64_t M, const fmlp_cpu_ctx* ctx, bwd_plan* P) {
+/* The kernel and the scratch row strides both backward plans share (P->ldz holds nzr). */
+static void bwd_plan_strides(const fmlp_desc* d, bwd_plan* P, int64_t* mw, int64_t* nzmax) {
     const fmlp_cpu_kernel* kr = fmlp_cpu_kernel_get();
     P->kr = kr;
     P->mr = kr->mr;
     int nr = P->nr = kr->nr;
-    int L = d->n_layers;
-    int64_t mw = max_width(d), nzmax = 0, inmax = 0;
-    for (int i = 0; i < L; i++) {
-        nzmax = imax(nzmax, layer_nz(d, i));
+    int64_t inmax = 0;
+    *mw = max_width(d);
+    *nzmax = 0;
+    for (int i = 0; i < d->n_layers; i++) {
+        *nzmax = imax(*nzmax, layer_nz(d, i));
         inmax = imax(inmax, d->width[i]);
     }
-    P->ldw = ldpad(fmlp_round_up(mw, nr));
-    P->ldz = ldpad(imax(fmlp_round_up(nzmax, 16), fmlp_round_up(nzmax, P->mr))); /* holds nzr */
+    P->ldw = ldpad(fmlp_round_up(*mw, nr));
+    P->ldz = ldpad(imax(fmlp_round_up(*nzmax, 16), fmlp_round_up(*nzmax, P->mr)));
     P->ldh = ldpad(fmlp_round_up(inmax, nr));
     P->ldz16 = fmlp_round_up(P->ldz, 16);
+}
+
+static void bwd_make_plan(const fmlp_desc* d, int64_t M, const fmlp_cpu_ctx* ctx, bwd_plan* P) {
+    int64_t mw, nzmax;
+    bwd_plan_strides(d, P, &mw, &nzmax);
+    int L = d->n_layers, nr = P->nr;
     P->S = bwd_slab_rows(d, M, 4 * (P->ldw + P->ldz + P->ldh));
     P->nchunks = row_chunks(P->S, ctx);
     P->nslots = nthreads(ctx);
@@ -843,20 +851,9 @@ static void bwd_store_db(bwd_args* ap, const fmlp_cpu_ctx* ctx) {
 #define SMB_KC 256
 static void smb_make_plan(const fmlp_desc* d, int64_t M, const fmlp_cpu_ctx* ctx, bwd_plan* P) {
     memset(P, 0, sizeof *P);
-    const fmlp_cpu_kernel* kr = fmlp_cpu_kernel_get();
-    P->kr = kr;
-    P->mr = kr->mr;
-    int nr = P->nr = kr->nr;
+    int64_t mw, nzmax;
+    bwd_plan_strides(d, P, &mw, &nzmax);
     int L = d->n_layers;
-    int64_t mw = max_width(d), nzmax = 0, inmax = 0;
-    for (int i = 0; i < L; i++) {
-        nzmax = imax(nzmax, layer_nz(d, i));
-        inmax = imax(inmax, d->width[i]);
-    }
-    P->ldw = ldpad(fmlp_round_up(mw, nr));
-    P->ldz = ldpad(imax(fmlp_round_up(nzmax, 16), fmlp_round_up(nzmax, P->mr)));
-    P->ldh = ldpad(fmlp_round_up(inmax, nr));
-    P->ldz16 = fmlp_round_up(P->ldz, 16);
     P->S = fmlp_round_up(M, Q);
     P->nchunks = row_chunks(M, ctx);
     P->nslots = nthreads(ctx);
