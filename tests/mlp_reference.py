@@ -24,9 +24,10 @@ def apply_act(name, z, slope=0.01):
     }[name](z)
 
 
-def reference_mlp(x, weights, biases, acts, gated=False, slope=0.01, dtype=torch.float64):
+def reference_mlp(x, weights, biases, acts, gated=False, slope=0.01, dtype=torch.float64, last_terms=False):
     """The MLP written with plain torch ops, computed in `dtype` (float64: the reference;
-    the test dtype: what eager PyTorch itself achieves)."""
+    the test dtype: what eager PyTorch itself achieves). last_terms=True also returns
+    |h|·|W_L|ᵀ + |b_L|, the magnitude of what the last layer sums (see output_error_scale)."""
     c = lambda t: None if t is None else t.to(dtype)  # noqa: E731
     h = c(x)
     ws, bs = [c(w) for w in weights], [c(b) for b in (biases or [None] * len(weights))]
@@ -35,9 +36,20 @@ def reference_mlp(x, weights, biases, acts, gated=False, slope=0.01, dtype=torch
         u = F.linear(h, ws[1], bs[1])
         h = apply_act(acts[0], g, slope) * u
         ws, bs, acts = ws[2:], bs[2:], acts[1:]
+    terms = None
     for w, b, a in zip(ws, bs, acts):
+        terms = F.linear(h.abs(), w.abs(), None if b is None else b.abs())
         h = apply_act(a, F.linear(h, w, b), slope)
-    return h
+    return (h, terms) if last_terms else h
+
+
+def output_error_scale(ref, terms, fan_in):
+    """The relative rounding error a correct float sum may leave in the output, in units of
+    eps: sqrt(fan_in) (the statistical error of a fan_in-term sum, Higham) times
+    ‖|h|·|W|ᵀ + |b|‖ / ‖ref‖ (the condition of the final dot products). Large when the
+    output is a cancellation of much larger terms, where a relative error against the tiny
+    result measures luck, not accuracy (e.g. a single output element)."""
+    return fan_in ** 0.5 * (terms.norm() / ref.double().norm().clamp_min(1e-30)).item()
 
 
 def random_mlp(widths, acts=None, gated=False, bias=True, dtype=torch.float32, device="cpu",

@@ -10,17 +10,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fused_mlp
-from mlp_reference import ACTS, DEVICES, DTYPES, eps, random_mlp, reference_mlp, rel_err
+from mlp_reference import ACTS, DEVICES, DTYPES, eps, output_error_scale, random_mlp, reference_mlp, rel_err
 
 
 def check_forward(x, weights, biases, acts, gated=False, slope=0.01):
     out = fused_mlp.fused_mlp(x, weights, biases, acts, gated=gated, negative_slope=slope)
-    ref = reference_mlp(x, weights, biases, acts, gated, slope)
+    ref, terms = reference_mlp(x, weights, biases, acts, gated, slope, last_terms=True)
     eager = reference_mlp(x, weights, biases, acts, gated, slope, dtype=x.dtype)
     assert out.dtype == x.dtype and out.shape == ref.shape and out.device == x.device
     assert not torch.isnan(out).any(), "NaN in the output: an element was not written"
     if ref.numel():
-        bound = 2 * rel_err(eager, ref) + eps(x.dtype)
+        # twice eager's own error, plus the rounding a correct sum leaves in the last layer
+        fan_in = weights[-1].shape[1]
+        bound = 2 * rel_err(eager, ref) + eps(x.dtype) * max(1.0, output_error_scale(ref, terms, fan_in))
         assert rel_err(out, ref) <= bound, (rel_err(out, ref), bound)
     return out
 
