@@ -25,7 +25,7 @@ from torch import nn
 from torch.profiler import ProfilerActivity, profile, record_function, schedule
 
 from . import _activations
-from .modules import FusedGatedMLP, FusedMLP
+from .modules import FusedGatedMLP, FusedMLP, _activation_module, _Run
 
 VARIANTS = ("eager", "compiled", "fused")
 
@@ -69,11 +69,7 @@ class EagerGatedMLP(nn.Module):
 
 
 def _act_module(name: str) -> nn.Module:
-    name = _activations.canonical(name)
-    return {
-        "identity": nn.Identity(), "relu": nn.ReLU(), "gelu": nn.GELU(), "gelu_tanh": nn.GELU(approximate="tanh"),
-        "silu": nn.SiLU(), "tanh": nn.Tanh(), "sigmoid": nn.Sigmoid(), "leaky_relu": nn.LeakyReLU(),
-    }[name]
+    return _activation_module(_activations.canonical(name), 0.01) or nn.Identity()
 
 
 def build_mlp(spec: MLPSpec, device="cpu", dtype=torch.float32) -> nn.Module:
@@ -260,17 +256,23 @@ def _peak_memory(step: Callable[[], None], device: torch.device) -> int:
 
 
 def _strategy(model: nn.Module, x: torch.Tensor, train: bool) -> Optional[str]:
+    """The strategy of the first fused module in model (fused_mlp.explain)."""
     from .functional import explain
 
+    names = {code: name for name, code in _activations.CODES.items()}
     for m in model.modules():
         if isinstance(m, FusedGatedMLP):
-            g, u, d = (m._modules[n] for n in m._gate_names)
-            return explain(x.reshape(-1, x.shape[-1]), [g.weight, u.weight, d.weight], "silu", gated=True,
-                           backward=False)["strategy"] + (" + gemm backward" if train and x.is_cuda else "")
-        if isinstance(m, FusedMLP):
-            ws = [l.weight for l in m.modules() if isinstance(l, nn.Linear)]
-            return explain(x.reshape(-1, x.shape[-1]), ws, "relu")["strategy"] + \
-                (" + gemm backward" if train and x.is_cuda else "")
+            weights = [m._modules[n].weight for n in m._gate_names]
+            acts, gated = [names[m._gate_act], "identity"], True
+        elif isinstance(m, FusedMLP):
+            run = next((s for s in m._steps() if isinstance(s, _Run)), None)
+            if run is None:
+                continue
+            weights, acts, gated = [l.weight for l in run.linears], [names[c] for c in run.activations], False
+        else:
+            continue
+        strategy = explain(x.reshape(-1, x.shape[-1]), weights, acts, gated=gated)["strategy"]
+        return strategy + (" + gemm backward" if train and x.is_cuda else "")
     return None
 
 

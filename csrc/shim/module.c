@@ -82,9 +82,8 @@ static PyObject* cuda_plan(PyObject* self, PyObject* args) {
     fmlp_cuda_ctx c;
     memset(&c, 0, sizeof c);
     c.device = device;
-    const char* env = getenv("FUSED_MLP_STRATEGY");
-    for (int k = 1; env && k < FMLP_STRATEGY_COUNT; k++)
-        if (!strcmp(env, fmlp_strategy_name(k))) c.force_strategy = k;
+    int forced = fmlp_shim_forced_strategy();
+    c.force_strategy = forced < 0 ? FMLP_STRATEGY_AUTO : forced; /* the op call reports an invalid value */
     fmlp_status st;
     if (fmlp_cuda_ctx_init(&c, &st) != FMLP_OK) {
         PyErr_SetString(PyExc_RuntimeError, st.msg);

@@ -309,8 +309,9 @@ static fmlp_cpu_ctx cpu_ctx(void) {
 static int is_cpu(const tinfo* x) { return x->dev_type == aoti_torch_device_type_cpu(); }
 
 #ifdef FMLP_WITH_CUDA
-/* FUSED_MLP_STRATEGY=auto|gemm|small_m forces a strategy where it applies (tests, benchmarks). */
-static int forced_strategy(void) {
+/* FUSED_MLP_STRATEGY=auto|gemm|small_m forces a strategy where it applies (tests, benchmarks);
+ * -1 for any other value. Also used by module.c's cuda_plan. */
+int fmlp_shim_forced_strategy(void) {
     const char* s = getenv("FUSED_MLP_STRATEGY");
     if (!s || !*s || !strcmp(s, "auto")) return FMLP_STRATEGY_AUTO;
     for (int k = 1; k < FMLP_STRATEGY_COUNT; k++)
@@ -335,7 +336,7 @@ static fmlp_cuda_ctx cuda_ctx(arena* a, const tinfo* x, fmlp_shim_gemm_ctx* gctx
     c.gemm = fmlp_shim_gemm;
     c.linear = fmlp_shim_linear;
     c.gemm_ctx = gctx;
-    c.force_strategy = forced_strategy();
+    c.force_strategy = fmlp_shim_forced_strategy();
     if (c.force_strategy < 0)
         fail(a, "fused_mlp: FUSED_MLP_STRATEGY must be auto, gemm or small_m, got '%s'", getenv("FUSED_MLP_STRATEGY"));
     fmlp_status st = {0, {0}};
