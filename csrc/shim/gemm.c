@@ -29,6 +29,16 @@ static StableIValue iv(AtenTensorHandle h) {
     return v;
 }
 
+/* Calls an aten "out" overload; the call takes over the argument handles and leaves a new
+ * reference to out in stack[0], released here. Returns the dispatcher's error code. */
+static int call_out(const char* op, StableIValue* stack) {
+    if (torch_call_dispatcher(op, "out", stack, FMLP_TORCH_ABI_2_10) != 0) return 1;
+    AtenTensorHandle r;
+    memcpy(&r, &stack[0], sizeof r);
+    if (r) aoti_torch_delete_tensor_object(r);
+    return 0;
+}
+
 int fmlp_shim_gemm(void* gemm_ctx, fmlp_dtype dt, int64_t M, int64_t N, int64_t K, const void* A, int64_t a_rs,
                    int64_t a_cs, const void* B, int64_t b_rs, int64_t b_cs, void* C, int64_t ldc, fmlp_status* st) {
     const fmlp_shim_gemm_ctx* g = (const fmlp_shim_gemm_ctx*)gemm_ctx;
@@ -45,15 +55,11 @@ int fmlp_shim_gemm(void* gemm_ctx, fmlp_dtype dt, int64_t M, int64_t N, int64_t 
         if (hc) aoti_torch_delete_tensor_object(hc);
         return fmlp_fail(st, FMLP_ERR_BACKEND, "could not wrap a GEMM operand as a tensor");
     }
-    /* mm.out(Tensor self, Tensor mat2, *, Tensor(a!) out): the call takes over the three
-     * handles and leaves a new reference to out in stack[0] */
+    /* mm.out(Tensor self, Tensor mat2, *, Tensor(a!) out) */
     StableIValue stack[3] = {iv(ha), iv(hb), iv(hc)};
-    if (torch_call_dispatcher("aten::mm", "out", stack, FMLP_TORCH_ABI_2_10) != 0)
+    if (call_out("aten::mm", stack))
         return fmlp_fail(st, FMLP_ERR_BACKEND, "aten::mm.out failed for a (%lld x %lld) @ (%lld x %lld) product",
                          (long long)M, (long long)K, (long long)K, (long long)N);
-    AtenTensorHandle r;
-    memcpy(&r, &stack[0], sizeof r);
-    if (r) aoti_torch_delete_tensor_object(r);
     return FMLP_OK;
 }
 
@@ -85,11 +91,8 @@ int fmlp_shim_linear(void* gemm_ctx, fmlp_dtype dt, int64_t M, int64_t N, int64_
         memcpy(&opt, &box, sizeof box);
     }
     StableIValue stack[4] = {iv(ha), iv(hw), opt, iv(hc)};
-    if (torch_call_dispatcher("aten::linear", "out", stack, FMLP_TORCH_ABI_2_10) != 0)
+    if (call_out("aten::linear", stack))
         return fmlp_fail(st, FMLP_ERR_BACKEND, "aten::linear.out failed for (%lld x %lld) -> %lld features",
                          (long long)M, (long long)K, (long long)N);
-    AtenTensorHandle r;
-    memcpy(&r, &stack[0], sizeof r);
-    if (r) aoti_torch_delete_tensor_object(r);
     return FMLP_OK;
 }
