@@ -47,6 +47,7 @@
  */
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#include <cooperative_groups.h>
 #include <cuda_runtime.h>
 #include <stdint.h>
 #include <string.h>
@@ -81,6 +82,13 @@ typedef struct {
     int pending;        /* commit groups of later layers outstanding when this layer waits */
     int wvec;           /* weights allow 16-byte cp.async (K*es % 16 == 0, aligned)          */
     int hvec;           /* input allows 16-byte loads                                      */
+    /* split K across blocks (the last layer only, S > 1): tile (row group rg, K split ks)
+     * of block b = rg*S + ks covers rows [rg*Rmax, +Rmax) × columns [ks*KT, +KT); the
+     * tiles' fp32 sums meet in `acc` (red.add) and the last tile of a row group to arrive
+     * (counter cnt[rg]) runs the epilogue. S == 1: block b owns rows sm_row0(b..b+1), all K. */
+    int S, RG, KT;
+    float* acc;         /* ws: (M, N) fp32 sums, zeroed at kernel entry (S > 1)             */
+    unsigned* cnt;      /* ws: RG arrival counters, zeroed at kernel entry (S > 1)          */
 } sm_layer;
 
 typedef struct {
@@ -90,7 +98,9 @@ typedef struct {
     int red_off;        /* shared byte offset of the reduction buffer                      */
     int RS;             /* reduction row stride in floats (Mpad + 1)                       */
     float slope;
-    unsigned* bar;      /* ws: grid barrier counter, zeroed per call                       */
+    int bulk;           /* sm_90: weights by cp.async.bulk (one per row segment) + mbarriers */
+    float* zero;        /* ws: floats zeroed at kernel entry (the split layer's acc and cnt) */
+    int nzero;          /* their count (a multiple of 4)                                    */
 } sm_params;
 
 /* ========================================================================== */
@@ -140,15 +150,6 @@ static __device__ __forceinline__ uint4 lds128(uint32_t a) {
     return r;
 }
 
-static __device__ __forceinline__ unsigned ld_acquire(const unsigned* p) {
-    unsigned v;
-    asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
-    return v;
-}
-static __device__ __forceinline__ void red_release_add(unsigned* p, unsigned v) {
-    asm volatile("red.release.gpu.global.add.u32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
-}
-
 template <typename T>
 static __device__ __forceinline__ void mma16816(float* c, const uint32_t* a, uint32_t b0, uint32_t b1);
 template <>
@@ -173,17 +174,94 @@ static __host__ __device__ __forceinline__ int sm_row0(int b, int N, int G) {
     return (int)(((long long)b * N) / G);
 }
 
+/* Block b's tile of a layer: rows [r0, r0+R), columns [k0, k0+kt) (R = 0: no work). */
+struct sm_tile { int r0, R, k0, kt; };
+static __device__ __forceinline__ sm_tile sm_tile_of(const sm_layer& Ly, int b, int G) {
+    sm_tile t;
+    if (Ly.S <= 1) {
+        t.r0 = sm_row0(b, Ly.N, G);
+        t.R = sm_row0(b + 1, Ly.N, G) - t.r0;
+        t.k0 = 0;
+        t.kt = Ly.K;
+    } else if (b < Ly.RG * Ly.S) {
+        const int rg = b / Ly.S, ks = b - rg * Ly.S;
+        t.r0 = rg * Ly.Rmax;
+        t.R = min(Ly.Rmax, Ly.N - t.r0);
+        t.k0 = ks * Ly.KT;
+        t.kt = min(Ly.KT, Ly.K - t.k0);
+    } else {
+        t.r0 = 0; t.R = 0; t.k0 = 0; t.kt = 0;
+    }
+    return t;
+}
+
+/* ---- sm_90: bulk copies (TMA engine) completing on mbarriers ---------------- */
+static __device__ __forceinline__ void mbar_init(uint64_t* bar, unsigned count) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(smem_u32(bar)), "r"(count) : "memory");
+}
+static __device__ __forceinline__ void mbar_expect_tx(uint64_t* bar, unsigned bytes) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem_u32(bar)), "r"(bytes) : "memory");
+#else
+    (void)bar; (void)bytes;
+    __trap(); /* the host sets P.bulk only on sm_90 */
+#endif
+}
+/* Spin until phase 0 of the barrier completed (every expected byte landed). */
+static __device__ __forceinline__ void mbar_wait0(uint64_t* bar) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    const uint32_t a = smem_u32(bar);
+    uint32_t done = 0;
+    while (!done) {
+        asm volatile(
+            "{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], 0;\n selp.u32 %0, 1, 0, p;\n}"
+            : "=r"(done)
+            : "r"(a)
+            : "memory");
+    }
+#else
+    (void)bar;
+    __trap();
+#endif
+}
+static __device__ __forceinline__ void bulk_g2s(uint32_t dst, const void* src, unsigned bytes, uint64_t* bar) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(dst),
+                 "l"(src), "r"(bytes), "r"(smem_u32(bar))
+                 : "memory");
+#else
+    (void)dst; (void)src; (void)bytes; (void)bar;
+    __trap(); /* the host sets P.bulk only on sm_90 */
+#endif
+}
+
+#ifdef FMLP_SM_PROF
+/* dev only (dev/cuda/small_m prof mode): %globaltimer stamps per block and phase */
+__device__ unsigned long long g_sm_prof[1024][16];
+static __device__ __forceinline__ void sm_stamp(int k) {
+    unsigned long long t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    g_sm_prof[blockIdx.x][k] = t;
+}
+extern "C" int fmlp_small_m_dev_prof(void* dst) { return (int)cudaMemcpyFromSymbol(dst, g_sm_prof, sizeof g_sm_prof); }
+#define SM_STAMP(k, who) do { if (threadIdx.x == (who)) sm_stamp(k); } while (0)
+#else
+#define SM_STAMP(k, who) do { } while (0)
+#endif
+
 /* ========================================================================== */
 /* Prologue: issue the copies of this block's weight slices, load biases       */
 /* ========================================================================== */
 
 template <typename T>
-static __device__ __forceinline__ void sm_issue_layer(const sm_layer& Ly, char* smem, int r0, int R) {
+static __device__ __forceinline__ void sm_issue_layer(const sm_layer& Ly, char* smem, const sm_tile& tl) {
     const int es = (int)sizeof(T);
     const int nm = 1 + Ly.G;
+    const int R = tl.R;
     if (Ly.wvec) {
         const int cpr = Ly.Kp * es / 16;        /* 16-byte chunks per shared row */
-        const int rowb = Ly.K * es;             /* bytes per global row          */
+        const int rowb = tl.kt * es;            /* bytes of the tile's global row segment */
+        const size_t gstride = (size_t)Ly.K * es;
         const int total = nm * R * cpr;
         /* row / chunk of item i, advanced incrementally (no division in the loop) */
         int i = threadIdx.x, row = 0, c = i;
@@ -192,7 +270,7 @@ static __device__ __forceinline__ void sm_issue_layer(const sm_layer& Ly, char* 
         const uint32_t base = smem_u32(smem + Ly.w_off);
         for (; i < total; i += FMLP_SM_ISSUE) {
             const int j = row >= R ? 1 : 0, rr = row - j * R;
-            const char* src = (const char*)Ly.w[j] + (size_t)(r0 + rr) * rowb;
+            const char* src = (const char*)Ly.w[j] + (size_t)(tl.r0 + rr) * gstride + (size_t)tl.k0 * es;
             int nb = rowb - c * 16;
             nb = nb < 0 ? 0 : nb > 16 ? 16 : nb;
             cp_async16(base + (uint32_t)((j * Ly.Rmax + rr) * Ly.wstride + c * 16), nb ? src + c * 16 : src, nb);
@@ -206,9 +284,42 @@ static __device__ __forceinline__ void sm_issue_layer(const sm_layer& Ly, char* 
             const int row = i / Ly.Kp, k = i - row * Ly.Kp;
             const int j = row >= R ? 1 : 0, rr = row - j * R;
             T v = sm_type<T>::from_f(0.f);
-            if (k < Ly.K) v = ((const T*)Ly.w[j])[(size_t)(r0 + rr) * Ly.K + k];
+            if (k < tl.kt) v = ((const T*)Ly.w[j])[(size_t)(tl.r0 + rr) * Ly.K + tl.k0 + k];
             *(T*)(smem + Ly.w_off + (j * Ly.Rmax + rr) * Ly.wstride + k * es) = v;
         }
+    }
+}
+
+/* sm_90 (P.bulk): one warp issues one bulk copy per weight row segment of the tile;
+ * lane 0 first tells the layer's mbarrier how many bytes to expect. The zero padding
+ * of each shared row past the segment is written by the caller's other warps. */
+template <typename T>
+static __device__ __forceinline__ void sm_issue_layer_bulk(const sm_layer& Ly, char* smem, const sm_tile& tl,
+                                                           uint64_t* bar, int lane) {
+    const int es = (int)sizeof(T);
+    const int nm = 1 + Ly.G;
+    const unsigned rowb = (unsigned)(tl.kt * es);
+    if (lane == 0) mbar_expect_tx(bar, (unsigned)(nm * tl.R) * rowb);
+    __syncwarp();
+    const uint32_t base = smem_u32(smem + Ly.w_off);
+    for (int i = lane; i < nm * tl.R; i += 32) {
+        const int j = i >= tl.R ? 1 : 0, rr = i - j * tl.R;
+        const char* src = (const char*)Ly.w[j] + ((size_t)(tl.r0 + rr) * Ly.K + tl.k0) * es;
+        bulk_g2s(base + (uint32_t)((j * Ly.Rmax + rr) * Ly.wstride), src, rowb, bar);
+    }
+}
+
+/* Zeroes shared columns [kt, Kp) of the tile's rows (bulk mode: the copies fill [0, kt)). */
+template <typename T>
+static __device__ __forceinline__ void sm_zero_pad(const sm_layer& Ly, char* smem, const sm_tile& tl, int tid, int nthreads) {
+    const int es = (int)sizeof(T);
+    const int padb = (Ly.Kp - tl.kt) * es; /* a multiple of 16 (kt*es % 16 == 0 in bulk mode) */
+    if (padb <= 0) return;
+    const int per = padb / 16, rows = (1 + Ly.G) * tl.R;
+    for (int i = tid; i < rows * per; i += nthreads) {
+        const int row = i / per, c = i - row * per;
+        const int j = row >= tl.R ? 1 : 0, rr = row - j * tl.R;
+        *(uint4*)(smem + Ly.w_off + (j * Ly.Rmax + rr) * Ly.wstride + tl.kt * es + c * 16) = make_uint4(0, 0, 0, 0);
     }
 }
 
@@ -226,10 +337,11 @@ template <int MT> struct sm_mcfg {
     static constexpr int NACC = MT == 1 ? 4 : MT == 2 ? 2 : 1;  /* independent MMA chains   */
 };
 
-/* B chunk: h[nt*8 + g][kc + 32u + 8t ..+8] for u < CH, zeros past M / K. */
+/* B chunk: h[nt*8 + g][kc + 32u + 8t ..+8] for u < CH (row stride ld, in already offset to
+ * the tile's first column), zeros past M / klim. */
 template <typename T, int MT>
-static __device__ __forceinline__ void sm_load_b(uint4 (&b)[sm_mcfg<MT>::CH][MT], const T* in, int K, int M, int kc,
-                                                 int hvec, int lane) {
+static __device__ __forceinline__ void sm_load_b(uint4 (&b)[sm_mcfg<MT>::CH][MT], const T* in, int ld, int klim, int M,
+                                                 int kc, int hvec, int lane) {
     constexpr int CH = sm_mcfg<MT>::CH, VE = 8;
     const int g = lane >> 2, t = lane & 3;
 #pragma unroll
@@ -238,15 +350,15 @@ static __device__ __forceinline__ void sm_load_b(uint4 (&b)[sm_mcfg<MT>::CH][MT]
 #pragma unroll
         for (int nt = 0; nt < MT; nt++) {
             const int tok = nt * 8 + g;
-            const T* src = in + (size_t)tok * K + k;
+            const T* src = in + (size_t)tok * ld + k;
             uint4 v = make_uint4(0, 0, 0, 0);
             if (tok < M) {
                 if (hvec) {
-                    if (k < K) v = *(const uint4*)src;
+                    if (k < klim) v = *(const uint4*)src;
                 } else {
                     union { uint4 u; T e[VE]; } r;
 #pragma unroll
-                    for (int j = 0; j < VE; j++) r.e[j] = (k + j < K) ? src[j] : sm_type<T>::from_f(0.f);
+                    for (int j = 0; j < VE; j++) r.e[j] = (k + j < klim) ? src[j] : sm_type<T>::from_f(0.f);
                     v = r.u;
                 }
             }
@@ -256,15 +368,15 @@ static __device__ __forceinline__ void sm_load_b(uint4 (&b)[sm_mcfg<MT>::CH][MT]
 }
 
 template <typename T, int MT, bool G>
-static __device__ __forceinline__ void sm_unit_mma(const sm_params& P, const sm_layer& Ly, const char* smem, int R,
-                                                   int u, int lane, float* red,
+static __device__ __forceinline__ void sm_unit_mma(const sm_params& P, const sm_layer& Ly, const char* smem,
+                                                   const sm_tile& tl, int u, int lane, float* red,
                                                    const uint4 (&pre)[sm_mcfg<MT>::CH][MT], bool use_pre) {
     typedef sm_mcfg<MT> C;
     constexpr int CH = C::CH, NACC = C::NACC, NM = G ? 2 : 1;
     const int rt = u / Ly.KS, s = u - rt * Ly.KS;
     const int g = lane >> 2, t = lane & 3;
     const int rlo = rt * 16 + g, rhi = rlo + 8;
-    const bool vlo = rlo < R, vhi = rhi < R;
+    const bool vlo = rlo < tl.R, vhi = rhi < tl.R;
     const uint32_t wbase = smem_u32(smem + Ly.w_off);
     uint32_t alo[NM], ahi[NM];
 #pragma unroll
@@ -274,8 +386,8 @@ static __device__ __forceinline__ void sm_unit_mma(const sm_params& P, const sm_
     }
     const int kbeg = s * Ly.KB * 32;
     const int kend = min(Ly.Kp, kbeg + Ly.KB * 32);
-    const T* in = (const T*)Ly.in;
-    const int K = Ly.K, M = P.M, hvec = Ly.hvec;
+    const T* in = (const T*)Ly.in + tl.k0;
+    const int K = Ly.K, klim = tl.kt, M = P.M, hvec = Ly.hvec;
 
     float acc[NACC][NM][MT][4];
 #pragma unroll
@@ -294,11 +406,11 @@ static __device__ __forceinline__ void sm_unit_mma(const sm_params& P, const sm_
 #pragma unroll
             for (int nt = 0; nt < MT; nt++) bc[uu][nt] = pre[uu][nt];
     } else {
-        sm_load_b<T, MT>(bc, in, K, M, kbeg, hvec, lane);
+        sm_load_b<T, MT>(bc, in, K, klim, M, kbeg, hvec, lane);
     }
     for (int kc = kbeg; kc < kend; kc += 32 * CH) {
         const bool more = kc + 32 * CH < kend;
-        if (more) sm_load_b<T, MT>(bn, in, K, M, kc + 32 * CH, hvec, lane);
+        if (more) sm_load_b<T, MT>(bn, in, K, klim, M, kc + 32 * CH, hvec, lane);
 #pragma unroll
         for (int uu = 0; uu < CH; uu++) {
             const int k = kc + 32 * uu;
@@ -349,17 +461,17 @@ static __device__ __forceinline__ void sm_unit_mma(const sm_params& P, const sm_
 /* lr = lane & 15 is the row, kh = lane >> 4 the 16-column half of each 32-column block;
  * the two halves are combined with one shuffle. */
 template <int MT, bool G>
-static __device__ __forceinline__ void sm_unit_ffma(const sm_params& P, const sm_layer& Ly, const char* smem, int R,
-                                                    int u, int lane, float* red) {
+static __device__ __forceinline__ void sm_unit_ffma(const sm_params& P, const sm_layer& Ly, const char* smem,
+                                                    const sm_tile& tl, int u, int lane, float* red) {
     constexpr int NM = G ? 2 : 1, MX = MT * 8;
     const int rt = u / Ly.KS, s = u - rt * Ly.KS;
     const int lr = lane & 15, kh = lane >> 4;
     const int row = rt * 16 + lr;
-    const bool vrow = row < R;
+    const bool vrow = row < tl.R;
     const int kbeg = s * Ly.KB * 32;
     const int kend = min(Ly.Kp, kbeg + Ly.KB * 32);
-    const float* in = (const float*)Ly.in;
-    const int K = Ly.K, M = P.M, RS = P.RS;
+    const float* in = (const float*)Ly.in + tl.k0;
+    const int K = Ly.K, klim = tl.kt, M = P.M, RS = P.RS;
     float* ru = red + (size_t)u * NM * 16 * RS;
 #pragma unroll
     for (int j = 0; j < NM; j++) {
@@ -383,7 +495,7 @@ static __device__ __forceinline__ void sm_unit_ffma(const sm_params& P, const sm
 #pragma unroll
                     for (int q = 0; q < 16; q++) {
                         const int k = k0 + q;
-                        sum = fmaf(w[q], k < K ? hp[k] : 0.f, sum);
+                        sum = fmaf(w[q], k < klim ? hp[k] : 0.f, sum);
                     }
                     acc[m] += sum;
                 }
@@ -403,8 +515,8 @@ static __device__ __forceinline__ void sm_unit_ffma(const sm_params& P, const sm
 /* ========================================================================== */
 
 template <typename T, int MT, bool G>
-static __device__ __forceinline__ void sm_layer_run(const sm_params& P, const sm_layer& Ly, int pending,
-                                                    const float* sbias, char* smem, int r0, int R) {
+static __device__ __forceinline__ void sm_layer_run(const sm_params& P, const sm_layer& Ly, uint64_t* bar, int pending,
+                                                    const float* sbias, char* smem, const sm_tile& tl, int* s_last) {
     typedef sm_type<T> C;
     constexpr int NM = G ? 2 : 1;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -415,34 +527,60 @@ static __device__ __forceinline__ void sm_layer_run(const sm_params& P, const sm
         uint4 pre[sm_mcfg<MT>::CH][MT];
         if (warp < Ly.units) {
             const int s = warp % Ly.KS;
-            sm_load_b<T, MT>(pre, (const T*)Ly.in, Ly.K, P.M, s * Ly.KB * 32, Ly.hvec, lane);
+            sm_load_b<T, MT>(pre, (const T*)Ly.in + tl.k0, Ly.K, tl.kt, P.M, s * Ly.KB * 32, Ly.hvec, lane);
         }
-        cp_async_wait(pending); /* this layer's commit group (and earlier ones) landed */
+        if (bar) mbar_wait0(bar);   /* bulk: every byte of this layer's tile landed */
+        else cp_async_wait(pending); /* this layer's commit group (and earlier ones) landed */
         __syncthreads();
-        for (int u = warp; u < Ly.units; u += FMLP_SM_WARPS) sm_unit_mma<T, MT, G>(P, Ly, smem, R, u, lane, red, pre, u == warp);
+        for (int u = warp; u < Ly.units; u += FMLP_SM_WARPS) sm_unit_mma<T, MT, G>(P, Ly, smem, tl, u, lane, red, pre, u == warp);
     } else {
-        cp_async_wait(pending);
+        if (bar) mbar_wait0(bar);
+        else cp_async_wait(pending);
         __syncthreads();
-        for (int u = warp; u < Ly.units; u += FMLP_SM_WARPS) sm_unit_ffma<MT, G>(P, Ly, smem, R, u, lane, red);
+        for (int u = warp; u < Ly.units; u += FMLP_SM_WARPS) sm_unit_ffma<MT, G>(P, Ly, smem, tl, u, lane, red);
     }
     __syncthreads();
+    const int KS = Ly.KS, RS = P.RS, N = Ly.N, M = P.M, act = Ly.act, R = tl.R, r0 = tl.r0;
+    const int items = M * R;
+    if (Ly.S > 1) {
+        /* split K across blocks: add this tile's sums (its own splits in order) into the
+         * fp32 accumulator; the row group's last tile to arrive finishes the rows below */
+        for (int i = threadIdx.x; i < items; i += FMLP_SM_THREADS) {
+            const int m = i / R, r = i - m * R;
+            const float* base = red + ((size_t)(r >> 4) * KS * 16 + (r & 15)) * RS + m;
+            float z = 0.f;
+            for (int s = 0; s < KS; s++) z += base[(size_t)s * 16 * RS];
+            atomicAdd(Ly.acc + (size_t)m * N + r0 + r, z); /* result unused: RED.ADD */
+        }
+        __threadfence(); /* this thread's adds are visible device-wide before the arrival */
+        __syncthreads();
+        if (threadIdx.x == 0) {
+            const unsigned old = atomicAdd(Ly.cnt + r0 / Ly.Rmax, 1u);
+            *s_last = old == (unsigned)Ly.S - 1;
+            if (*s_last) __threadfence(); /* acquire the other tiles' adds */
+        }
+        __syncthreads();
+        if (!*s_last) return;
+    }
     /* epilogue: (token m, row r) items, consecutive threads on consecutive rows */
-    const int KS = Ly.KS, RS = P.RS, N = Ly.N, M = P.M, act = Ly.act;
     const float slope = P.slope;
     T* out = (T*)Ly.out;
     T* save0 = (T*)Ly.save[0];
     T* save1 = (T*)Ly.save[1];
-    const int items = M * R;
     for (int i = threadIdx.x; i < items; i += FMLP_SM_THREADS) {
         const int m = i / R, r = i - m * R;
-        const int rt = r >> 4, rr = r & 15;
-        const float* base = red + ((size_t)rt * KS * NM * 16 + rr) * RS + m;
-        float zg = 0.f, zu = 0.f;
-        for (int s = 0; s < KS; s++) { /* split order: deterministic */
-            zg += base[(size_t)s * NM * 16 * RS];
-            if (G) zu += base[((size_t)s * NM + 1) * 16 * RS];
-        }
         const size_t o = (size_t)m * N + r0 + r;
+        float zg = 0.f, zu = 0.f;
+        if (Ly.S > 1) {
+            zg = __ldcg(Ly.acc + o); /* L2: the sums of every tile of the row group */
+        } else {
+            const int rt = r >> 4, rr = r & 15;
+            const float* base = red + ((size_t)rt * KS * NM * 16 + rr) * RS + m;
+            for (int s = 0; s < KS; s++) { /* split order: deterministic */
+                zg += base[(size_t)s * NM * 16 * RS];
+                if (G) zu += base[((size_t)s * NM + 1) * 16 * RS];
+            }
+        }
         const T zgr = C::from_f(zg + sbias[r]); /* z as eager holds it: rounded to the dtype */
         if (save0) save0[o] = zgr;
         float h = fmlp_act(act, C::to_f(zgr), slope);
@@ -455,6 +593,19 @@ static __device__ __forceinline__ void sm_layer_run(const sm_params& P, const sm
     }
 }
 
+/* Biases of every layer's tile -> shared fp32 (zeros when absent). */
+template <typename T>
+static __device__ __forceinline__ void sm_load_biases(const sm_params& P, float* sb, int tid, int nthreads) {
+    for (int li = 0; li < P.L; li++) {
+        const sm_layer& Ly = P.layer[li];
+        const sm_tile tl = sm_tile_of(Ly, blockIdx.x, gridDim.x);
+        for (int j = 0; j <= Ly.G; j++) {
+            const T* b = (const T*)P.b[li][j];
+            for (int r = tid; r < tl.R; r += nthreads) sb[Ly.b_off + j * Ly.Rmax + r] = b ? sm_type<T>::to_f(b[tl.r0 + r]) : 0.f;
+        }
+    }
+}
+
 /* ========================================================================== */
 /* The kernel                                                                  */
 /* ========================================================================== */
@@ -464,58 +615,79 @@ __global__ void __launch_bounds__(FMLP_SM_THREADS, 1) fmlp_forward_small_m_kerne
     /* shared: [biases fp32: per layer (1+G)*Rmax] [red fp32: units*(1+G)*16*RS]
      *         [weights: per layer (1+G)*Rmax rows of wstride bytes, zero-padded to Kp] */
     extern __shared__ __align__(128) char smem[];
-    const int L = P.L;
+    __shared__ __align__(8) uint64_t mbar[FMLP_MAX_LAYERS];
+    __shared__ int s_last;
+    const int L = P.L, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     float* sb = (float*)smem;
-    if (threadIdx.x < FMLP_SM_ISSUE) {
-        /* 1. warps 0..6: stream every layer's slice, one cp.async commit group per layer */
+    SM_STAMP(0, 0);
+    if (P.bulk) {
+        /* sm_90: the last warp issues one bulk copy per weight row segment of every layer
+         * (a few dozen instructions), layer by layer, each layer completing on its own
+         * mbarrier; the other warps zero the row padding meanwhile */
+        if (threadIdx.x == 0) {
+            for (int li = 0; li < L; li++) mbar_init(&mbar[li], 1);
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+            asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+            asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+#endif
+        }
+        __syncthreads();
+        if (warp == FMLP_SM_WARPS - 1) {
+            for (int li = 0; li < L; li++) {
+                const sm_layer& Ly = P.layer[li];
+                const sm_tile tl = sm_tile_of(Ly, blockIdx.x, gridDim.x);
+                if (tl.R > 0) sm_issue_layer_bulk<T>(Ly, smem, tl, &mbar[li], lane);
+            }
+            SM_STAMP(1, FMLP_SM_ISSUE);
+        } else {
+            for (int li = 0; li < L; li++) {
+                const sm_layer& Ly = P.layer[li];
+                sm_zero_pad<T>(Ly, smem, sm_tile_of(Ly, blockIdx.x, gridDim.x), threadIdx.x, FMLP_SM_ISSUE);
+            }
+        }
+    } else if (threadIdx.x < FMLP_SM_ISSUE) {
+        /* warps 0..6: stream every layer's tile, one cp.async commit group per layer */
         for (int li = 0; li < L; li++) {
             const sm_layer& Ly = P.layer[li];
             if (Ly.issue_at >= 0) continue; /* fallback modes: issued when its region is free */
-            const int r0 = sm_row0(blockIdx.x, Ly.N, gridDim.x), R = sm_row0(blockIdx.x + 1, Ly.N, gridDim.x) - r0;
-            sm_issue_layer<T>(Ly, smem, r0, R);
+            sm_issue_layer<T>(Ly, smem, sm_tile_of(Ly, blockIdx.x, gridDim.x));
             cp_async_commit();
         }
-    } else {
-        /* 2. warp 7: biases -> shared fp32 (zeros when absent), layer by layer, while the
-         * stream runs (issued first, so they do not queue behind the weights) */
-        const int l = threadIdx.x - FMLP_SM_ISSUE;
-        for (int li = 0; li < L; li++) {
-            const sm_layer& Ly = P.layer[li];
-            const int r0 = sm_row0(blockIdx.x, Ly.N, gridDim.x), R = sm_row0(blockIdx.x + 1, Ly.N, gridDim.x) - r0;
-            for (int j = 0; j <= Ly.G; j++) {
-                const T* b = (const T*)P.b[li][j];
-                for (int r = l; r < R; r += 32) sb[Ly.b_off + j * Ly.Rmax + r] = b ? sm_type<T>::to_f(b[r0 + r]) : 0.f;
-            }
-        }
     }
-    /* 3. layers (each waits for its own commit group inside sm_layer_run) */
+    /* the split layer's accumulator and counters: zeroed by every block before the grid
+     * barrier that precedes that layer (the workspace holds garbage between calls) */
+    {
+        float4* z = (float4*)P.zero;
+        for (int i = blockIdx.x * FMLP_SM_THREADS + threadIdx.x; i < P.nzero / 4; i += gridDim.x * FMLP_SM_THREADS)
+            z[i] = make_float4(0.f, 0.f, 0.f, 0.f);
+    }
+    if (P.bulk) sm_load_biases<T>(P, sb, threadIdx.x, FMLP_SM_THREADS);
+    else if (threadIdx.x >= FMLP_SM_ISSUE) sm_load_biases<T>(P, sb, threadIdx.x - FMLP_SM_ISSUE, 32);
+    /* layers (each waits for its own tile inside sm_layer_run) */
     for (int li = 0; li < L; li++) {
         const sm_layer& Ly = P.layer[li];
-        if (threadIdx.x < FMLP_SM_ISSUE) { /* fallback modes: layers whose region is free now */
+        if (!P.bulk && threadIdx.x < FMLP_SM_ISSUE) { /* fallback modes: layers whose region is free now */
             for (int lj = li; lj < L; lj++) {
                 const sm_layer& Lj = P.layer[lj];
                 if (Lj.issue_at != li) continue;
-                const int q0 = sm_row0(blockIdx.x, Lj.N, gridDim.x), Q = sm_row0(blockIdx.x + 1, Lj.N, gridDim.x) - q0;
-                sm_issue_layer<T>(Lj, smem, q0, Q);
+                sm_issue_layer<T>(Lj, smem, sm_tile_of(Lj, blockIdx.x, gridDim.x));
                 cp_async_commit();
             }
         }
-        const int r0 = sm_row0(blockIdx.x, Ly.N, gridDim.x), R = sm_row0(blockIdx.x + 1, Ly.N, gridDim.x) - r0;
-        if (R > 0) {
-            if (Ly.G) sm_layer_run<T, MT, true>(P, Ly, Ly.pending, sb + Ly.b_off, smem, r0, R);
-            else sm_layer_run<T, MT, false>(P, Ly, Ly.pending, sb + Ly.b_off, smem, r0, R);
+        const sm_tile tl = sm_tile_of(Ly, blockIdx.x, gridDim.x);
+        uint64_t* bar = P.bulk ? &mbar[li] : (uint64_t*)0;
+        if (tl.R > 0) {
+            SM_STAMP(2 + 4 * (li & 1), 0);
+            if (Ly.G) sm_layer_run<T, MT, true>(P, Ly, bar, Ly.pending, sb + Ly.b_off, smem, tl, &s_last);
+            else sm_layer_run<T, MT, false>(P, Ly, bar, Ly.pending, sb + Ly.b_off, smem, tl, &s_last);
+            SM_STAMP(3 + 4 * (li & 1), 0);
         }
-        if (li + 1 < L) { /* grid barrier: h_{i+1} of every block is visible after it */
-            __syncthreads();
-            if (threadIdx.x == 0) {
-                red_release_add(P.bar, 1u);
-                const unsigned target = (unsigned)(li + 1) * gridDim.x;
-                while (ld_acquire(P.bar) < target) {
-                }
-            }
-            __syncthreads();
+        if (li + 1 < L) { /* grid barrier (cooperative launch): h_{i+1} of every block is visible after it */
+            cooperative_groups::this_grid().sync();
+            SM_STAMP(4 + 4 * (li & 1), 0);
         }
     }
+    SM_STAMP(15, 0);
 }
 
 /* ========================================================================== */
@@ -527,8 +699,11 @@ typedef struct {
     int Rmax[FMLP_MAX_LAYERS], Kp[FMLP_MAX_LAYERS], wstride[FMLP_MAX_LAYERS], KS[FMLP_MAX_LAYERS],
         KB[FMLP_MAX_LAYERS], units[FMLP_MAX_LAYERS], w_off[FMLP_MAX_LAYERS], b_off[FMLP_MAX_LAYERS],
         issue_at[FMLP_MAX_LAYERS], pending[FMLP_MAX_LAYERS];
+    int S[FMLP_MAX_LAYERS], RG[FMLP_MAX_LAYERS], KT[FMLP_MAX_LAYERS];
     int mode; /* 0: all layers streamed from entry, 1: two alternating regions, 2: one region */
-    size_t off_h[FMLP_MAX_LAYERS + 1], total; /* workspace: counter | h_1 .. h_{L-1} */
+    size_t zero_bytes;                         /* workspace: [split acc | counters] zeroed in-kernel */
+    size_t off_acc, off_cnt;
+    size_t off_h[FMLP_MAX_LAYERS + 1], total;  /* then h_1 .. h_{L-1} */
 } sm_plan;
 
 static const void* sm_kernel_ptr(fmlp_dtype dt, int MT) {
@@ -547,6 +722,54 @@ static const void* sm_kernel_ptr(fmlp_dtype dt, int MT) {
 
 static size_t sm_align(size_t v, size_t a) { return (v + a - 1) / a * a; }
 
+/* Per-device facts queried once (host API calls cost microseconds per call otherwise). */
+#define FMLP_SM_MAX_DEV 64
+static int g_optin[FMLP_SM_MAX_DEV];
+
+static int sm_optin_smem(int device) {
+    if (device < 0 || device >= FMLP_SM_MAX_DEV) return 0;
+    if (g_optin[device] == 0) {
+        int v = 0;
+        if (cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, device) != cudaSuccess) return 0;
+        g_optin[device] = v;
+    }
+    return g_optin[device];
+}
+
+/* How the last layer splits K across blocks: returns S (1 = whole K per block) and the
+ * row groups / rows per group / columns per tile. Split-K trades the L2 reads of the
+ * layer input (whole K: every block reads all of h, grid·M·K·es bytes) for fp32 adds
+ * (S·M·N·4 bytes). FMLP_SM_SPLIT (dev knob): 0 = never split, n > 0 = n row groups. */
+static int sm_split_choice(int N, int K, int64_t M, int es, int grid, int* RG, int* Rg, int* KT) {
+    static int env = -2;
+    if (env == -2) {
+        const char* e = getenv("FMLP_SM_SPLIT");
+        env = e && *e ? atoi(e) : -1;
+    }
+    if (env == 0 || K < 64 || grid < 4) return 1;
+    double best = -1;
+    int bS = 1;
+    for (int rows = 16; rows < N + 16; rows += 16) {
+        const int rg = (N + rows - 1) / rows;
+        if (env > 0 && rg != env) continue;
+        const int smax = grid / rg;
+        if (smax < 2) continue;
+        const int kt = (int)sm_align((size_t)((K + smax - 1) / smax), 32);
+        const int s = (K + kt - 1) / kt;
+        if (s < 2) continue;
+        /* bytes through L2: input reads + fp32 adds (weighted 2: atomics) */
+        const double cost = (double)rg * M * K * es + 2.0 * s * M * N * 4 + (double)rows * 16; /* + tie-break: fewer rows */
+        if (best < 0 || cost < best) { best = cost; bS = s; *RG = rg; *Rg = rows; *KT = kt; }
+        if (rows >= N) break;
+    }
+    if (bS < 2) return 1;
+    if (env < 0) { /* default: split only when it saves L2 traffic over whole-K rows */
+        const double whole = (double)grid * M * K * es;
+        if (!(best < whole)) return 1;
+    }
+    return bS;
+}
+
 /* Deterministic in (d, dt, M, ctx). Returns NULL, or why the shape is not supported. */
 static const char* sm_make_plan(const fmlp_desc* d, fmlp_dtype dt, int64_t M, const fmlp_cuda_ctx* ctx,
                                 sm_plan* pl) {
@@ -560,8 +783,10 @@ static const char* sm_make_plan(const fmlp_desc* d, fmlp_dtype dt, int64_t M, co
     size_t bias_f = 0, red_f = 0, wbytes = 0;
     for (int i = 0; i < L; i++) {
         const int N = (int)d->width[i + 1], K = (int)d->width[i], G = d->gated && i == 0, NM = 1 + G;
-        const int Rmax = (N + grid - 1) / grid, RT = (Rmax + 15) / 16;
-        const int Kp = (K + 31) / 32 * 32, nkb = Kp / 32;
+        int S = 1, RGn = 0, Rg = 0, KT = 0;
+        if (i == L - 1 && L >= 2 && !G) S = sm_split_choice(N, K, M, es, grid, &RGn, &Rg, &KT);
+        const int Rmax = S > 1 ? Rg : (N + grid - 1) / grid, RT = (Rmax + 15) / 16;
+        const int Kp = S > 1 ? KT : (K + 31) / 32 * 32, nkb = Kp / 32;
         int KS = RT >= FMLP_SM_WARPS ? 1 : FMLP_SM_WARPS / RT;
         if (KS > nkb) KS = nkb;
         const int KB = (nkb + KS - 1) / KS;
@@ -569,6 +794,7 @@ static const char* sm_make_plan(const fmlp_desc* d, fmlp_dtype dt, int64_t M, co
         /* row stride: 128-byte multiple + 64 (16-bit: the 2 rows of a quarter-warp's 16-byte
          * loads fall in distinct banks) or + 16 (fp32: 8 consecutive rows) */
         const int wstride = (int)sm_align((size_t)Kp * es, 128) + (es == 2 ? 64 : 16);
+        pl->S[i] = S; pl->RG[i] = RGn; pl->KT[i] = KT;
         pl->Rmax[i] = Rmax; pl->Kp[i] = Kp; pl->wstride[i] = wstride;
         pl->KS[i] = KS; pl->KB[i] = KB; pl->units[i] = RT * KS;
         pl->b_off[i] = (int)bias_f;
@@ -579,17 +805,15 @@ static const char* sm_make_plan(const fmlp_desc* d, fmlp_dtype dt, int64_t M, co
         wbytes += sm_align((size_t)NM * Rmax * wstride, 128);
     }
     const size_t red_off = sm_align(bias_f * 4, 128), w0 = sm_align(red_off + red_f * 4, 128);
-    int optin = 0;
-    if (cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, ctx->device) != cudaSuccess)
-        return "cudaDeviceGetAttribute failed";
-    size_t wmax[2] = {0, 0}, wall = 0;
+    const int optin = sm_optin_smem(ctx->device);
+    if (optin <= 0) return "cudaDeviceGetAttribute(MaxSharedMemoryPerBlockOptin) failed";
+    size_t wmax[2] = {0, 0};
     for (int i = 0; i < L; i++) {
         const int NM = 1 + (d->gated && i == 0);
         const size_t b = sm_align((size_t)NM * pl->Rmax[i] * pl->wstride[i], 128);
         wmax[i & 1] = b > wmax[i & 1] ? b : wmax[i & 1];
-        wall += b;
     }
-    const size_t cap = (size_t)optin;
+    const size_t cap = (size_t)optin - 1024; /* static shared: mbarriers, flags */
     size_t total;
     if (w0 + wbytes <= cap) { /* mode 0: every layer's slice streams from kernel entry */
         pl->mode = 0;
@@ -610,33 +834,48 @@ static const char* sm_make_plan(const fmlp_desc* d, fmlp_dtype dt, int64_t M, co
         const size_t m = wmax[0] > wmax[1] ? wmax[0] : wmax[1];
         if (w0 + m > cap)
             return "one layer's per-block weight slice (plus the reduction buffer) does not fit in shared "
-                   "memory (v2 streams weight rows whole into shared memory)";
+                   "memory (the kernel streams weight rows whole into shared memory)";
         pl->mode = 2;
         total = w0 + m;
         for (int i = 0; i < L; i++) { pl->w_off[i] = (int)w0; pl->issue_at[i] = i; pl->pending[i] = 0; }
     }
-    (void)wall;
     pl->red_off = (int)red_off;
     pl->smem = (int)total;
-    /* workspace: barrier counter | h_1 .. h_{L-1} (M, width[i]) dtype, each 256-aligned */
-    size_t off = 256;
+    /* workspace: [acc (M, N_last) fp32 | RG counters] (split only; zeroed in-kernel),
+     * then h_1 .. h_{L-1} (M, width[i]) dtype, each 256-aligned */
+    size_t off = 0;
+    if (pl->S[L - 1] > 1) {
+        pl->off_acc = 0;
+        pl->off_cnt = sm_align((size_t)M * d->width[L] * 4, 16);
+        pl->zero_bytes = sm_align(pl->off_cnt + (size_t)pl->RG[L - 1] * 4, 16);
+        off = sm_align(pl->zero_bytes, 256);
+    }
     for (int i = 1; i < L; i++) {
         pl->off_h[i] = off;
         off += sm_align((size_t)M * (size_t)d->width[i] * es, 256);
     }
-    pl->total = off;
+    pl->total = off > 256 ? off : 256;
     return NULL;
 }
 
-/* Raises the kernel's shared limit and checks that one block per SM is resident. */
-static int sm_prepare(fmlp_dtype dt, const sm_plan* pl) {
+/* Raises the kernel's shared limit to the device maximum and checks that one block per
+ * SM is resident there — once per (device, kernel): any smaller plan then fits too. */
+static unsigned char g_prepared[FMLP_SM_MAX_DEV][3][4];
+
+static int sm_prepare(fmlp_dtype dt, const sm_plan* pl, int device) {
+    const int di = dt == FMLP_F32 ? 0 : dt == FMLP_BF16 ? 1 : 2;
+    const int mi = pl->MT == 1 ? 0 : pl->MT == 2 ? 1 : pl->MT == 4 ? 2 : 3;
+    if (device >= 0 && device < FMLP_SM_MAX_DEV && g_prepared[device][di][mi]) return FMLP_OK;
     const void* fn = sm_kernel_ptr(dt, pl->MT);
-    if (cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, pl->smem) != cudaSuccess)
+    const int smax = sm_optin_smem(device) - 1024;
+    if (cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, smax) != cudaSuccess)
         return FMLP_ERR_BACKEND;
     int occ = 0;
-    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, fn, FMLP_SM_THREADS, pl->smem) != cudaSuccess)
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, fn, FMLP_SM_THREADS, smax) != cudaSuccess)
         return FMLP_ERR_BACKEND;
-    return occ >= 1 ? FMLP_OK : FMLP_ERR_UNSUPPORTED;
+    if (occ < 1) return FMLP_ERR_UNSUPPORTED;
+    if (device >= 0 && device < FMLP_SM_MAX_DEV) g_prepared[device][di][mi] = 1;
+    return FMLP_OK;
 }
 
 extern "C" int fmlp_small_m_supported(const fmlp_desc* d, fmlp_dtype dt, int64_t M, const fmlp_cuda_ctx* ctx,
@@ -681,7 +920,7 @@ extern "C" int fmlp_forward_small_m_cuda(const fmlp_desc* d, fmlp_dtype dt, int6
     sm_plan pl;
     why = sm_make_plan(d, dt, M, ctx, &pl);
     if (why) return fmlp_fail(st, FMLP_ERR_UNSUPPORTED, "small-M forward: %s", why);
-    int rc = sm_prepare(dt, &pl);
+    int rc = sm_prepare(dt, &pl, ctx->device);
     if (rc != FMLP_OK)
         return fmlp_fail(st, rc, "small-M forward: shared-memory attribute / occupancy query failed (%s)",
                          cudaGetErrorString(cudaGetLastError()));
@@ -695,9 +934,11 @@ extern "C" int fmlp_forward_small_m_cuda(const fmlp_desc* d, fmlp_dtype dt, int6
     P.L = L;
     P.M = (int)M;
     P.slope = d->negative_slope;
-    P.bar = (unsigned*)wsb;
     P.red_off = pl.red_off;
     P.RS = pl.RS;
+    P.zero = (float*)wsb;
+    P.nzero = (int)(pl.zero_bytes / 4);
+    int all_wvec = 1;
     for (int i = 0; i < L; i++) {
         sm_layer* Ly = &P.layer[i];
         const int g = d->gated && i == 0;
@@ -716,6 +957,13 @@ extern "C" int fmlp_forward_small_m_cuda(const fmlp_desc* d, fmlp_dtype dt, int6
         Ly->b_off = pl.b_off[i];
         Ly->issue_at = pl.issue_at[i];
         Ly->pending = pl.pending[i];
+        Ly->S = pl.S[i];
+        Ly->RG = pl.RG[i];
+        Ly->KT = pl.KT[i];
+        if (Ly->S > 1) {
+            Ly->acc = (float*)(wsb + pl.off_acc);
+            Ly->cnt = (unsigned*)(wsb + pl.off_cnt);
+        }
         for (int j = 0; j <= g; j++) {
             Ly->w[j] = p->w[k0 + j];
             P.b[i][j] = d->has_bias[k0 + j] ? p->b[k0 + j] : NULL;
@@ -733,14 +981,20 @@ extern "C" int fmlp_forward_small_m_cuda(const fmlp_desc* d, fmlp_dtype dt, int6
         Ly->out = i == L - 1 ? out : (void*)(wsb + pl.off_h[i + 1]);
         Ly->wvec = ((Ly->K * es) % 16 == 0) && sm_aligned16(Ly->w[0]) && (!g || sm_aligned16(Ly->w[1]));
         Ly->hvec = ((Ly->K * es) % 16 == 0) && sm_aligned16(Ly->in);
+        all_wvec &= Ly->wvec;
     }
+    /* bulk copies (TMA) need sm_90, 16-byte row segments, and every tile resident at once */
+    static int env_bulk = -2;
+    if (env_bulk == -2) {
+        const char* e = getenv("FMLP_SM_BULK");
+        env_bulk = e && *e ? atoi(e) : -1;
+    }
+    P.bulk = ctx->cc_major >= 9 && pl.mode == 0 && all_wvec && env_bulk != 0;
     cudaStream_t stream = (cudaStream_t)ctx->stream;
-    cudaError_t e = cudaMemsetAsync(wsb, 0, sizeof(unsigned), stream);
-    if (e != cudaSuccess)
-        return fmlp_fail(st, FMLP_ERR_BACKEND, "small-M forward: cudaMemsetAsync failed: %s", cudaGetErrorString(e));
     const void* fn = sm_kernel_ptr(dt, pl.MT);
     void* args[] = {&P};
-    e = cudaLaunchKernel(fn, dim3(pl.grid), dim3(FMLP_SM_THREADS), args, (size_t)pl.smem, stream);
+    /* cooperative: all blocks resident, grid barrier without a zeroed counter (no memset) */
+    cudaError_t e = cudaLaunchCooperativeKernel(fn, dim3(pl.grid), dim3(FMLP_SM_THREADS), args, (size_t)pl.smem, stream);
     if (e != cudaSuccess)
         return fmlp_fail(st, FMLP_ERR_BACKEND, "small-M forward: kernel launch failed: %s", cudaGetErrorString(e));
     return FMLP_OK;

@@ -355,8 +355,8 @@ static void prof_case(const char* name, const fmlp_desc& d, int M, cudaStream_t 
     CK(cudaMalloc(&dout, (size_t)M * d.width[d.n_layers] * 2));
     CK(cudaMalloc(&dws, fmlp_small_m_workspace_bytes(&d, FMLP_BF16, M, &ctx)));
     fmlp_status stt;
-    const char* lab[16] = {"entry", "prod issued", "prod landed", "L0 start", "L0 done", "L0 pre-bar", "L0 bar done",
-                           "L1 start", "L1 done", "-", "-", "-", "-", "-", "-", "end"};
+    const char* lab[16] = {"entry", "bulk issued", "L0 start", "L0 done", "L0 grid bar", "-", "L1 start",
+                           "L1 done", "-", "-", "-", "-", "-", "-", "-", "end"};
     std::vector<std::vector<double>> acc(16);
     for (int it = 0; it < 12; it++) {
         fmlp_params p = mlp_params(m, it % 6);

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Builds and runs the small-M harness on the GPU: correctness, then timing; the tables last.
 # Usage (repo root): dev/cuda/small_m/run.sh [check|time|all]   (logs to $OUT when set)
-#   bench_small_m       the kernel in csrc/cuda/fmlp_small_m.cu (check and/or time)
-#   bench_small_m_v2b   dev/cuda/small_m/fmlp_small_m_v2b.cu (v2b: producer warp + mbarriers;
-#                       timed beside the csrc kernel in the same run)
-#   bench_small_m_prof  v2b built with -DFMLP_SM_PROF: per-phase %globaltimer stamps
+#   bench_small_m       the kernel in csrc/cuda/fmlp_small_m.cu (check and/or time), run under
+#                       several dev knobs of the kernel (env, read once per process):
+#                       FMLP_SM_BULK=0 (sm_80's cp.async weight stream on the H100),
+#                       FMLP_SM_SPLIT=0 (never split the last layer's K) / =n (n row groups)
+#   bench_small_m_prof  the same kernel built with -DFMLP_SM_PROF: per-phase %globaltimer stamps
 #   eager.py            the eager PyTorch baseline (graph replay), same rotation
 set -uo pipefail
 cd "$(dirname "$0")/../../.."
@@ -14,24 +15,31 @@ NVFLAGS="-O3 -std=c++17 -Xcompiler -fPIC --expt-relaxed-constexpr -DFMLP_WITH_CU
 ARCH="-gencode arch=compute_90a,code=sm_90a -gencode arch=compute_80,code=sm_80"
 gcc -O2 -std=gnu11 -fPIC -Icsrc -c csrc/fmlp_desc.c -o "$B/fmlp_desc.o" || exit 1
 nvcc $NVFLAGS $ARCH -c csrc/cuda/fmlp_small_m.cu -o "$B/fmlp_small_m.o" &
-nvcc $NVFLAGS $ARCH -c dev/cuda/small_m/fmlp_small_m_v2b.cu -o "$B/fmlp_small_m_v2b.o" &
-nvcc $NVFLAGS $ARCH -DFMLP_SM_PROF -c dev/cuda/small_m/fmlp_small_m_v2b.cu -o "$B/fmlp_small_m_prof.o" &
+nvcc $NVFLAGS $ARCH -DFMLP_SM_PROF -c csrc/cuda/fmlp_small_m.cu -o "$B/fmlp_small_m_prof.o" &
 nvcc $NVFLAGS $ARCH -c dev/cuda/small_m/bench_small_m.cu -o "$B/bench.o" &
 nvcc $NVFLAGS $ARCH -DFMLP_SM_PROF -c dev/cuda/small_m/bench_small_m.cu -o "$B/bench_prof.o" &
 wait
 nvcc $ARCH "$B/bench.o" "$B/fmlp_small_m.o" "$B/fmlp_desc.o" -o "$B/bench_small_m" || exit 1
-nvcc $ARCH "$B/bench.o" "$B/fmlp_small_m_v2b.o" "$B/fmlp_desc.o" -o "$B/bench_small_m_v2b" || exit 1
 nvcc $ARCH "$B/bench_prof.o" "$B/fmlp_small_m_prof.o" "$B/fmlp_desc.o" -o "$B/bench_small_m_prof" || exit 1
 D=${OUT:-$B}
 MODE=${1:-all}
-timeout 300 "$B/bench_small_m" "$MODE" > "$D/bench_small_m.log" 2>&1 || echo "bench_small_m FAILED (rc $?)"
-grep -E "FAIL|CHECK|supported=" "$D/bench_small_m.log"
+run() { # name env... -- args
+  local name=$1; shift
+  env "$@" timeout 300 "$B/bench_small_m" "$MODE" > "$D/$name.log" 2>&1 || echo "$name FAILED (rc $?)"
+  echo "== $name ($*) =="; grep -E "FAIL|CHECK|supported=" "$D/$name.log" | head -20
+}
+run default FMLP_NOTHING=1
+run nobulk FMLP_SM_BULK=0
+run nosplit FMLP_SM_SPLIT=0
+run split4 FMLP_SM_SPLIT=4
 if [ "$MODE" != check ]; then
-  timeout 120 "$B/bench_small_m_v2b" time > "$D/bench_small_m_v2b.log" 2>&1 || echo "bench_small_m_v2b FAILED (rc $?)"
   timeout 120 "$B/bench_small_m_prof" prof > "$D/bench_small_m_prof.log" 2>&1 || echo "bench_small_m_prof FAILED (rc $?)"
+  FMLP_SM_SPLIT=0 timeout 120 "$B/bench_small_m_prof" prof > "$D/bench_small_m_prof_nosplit.log" 2>&1 || echo "prof nosplit FAILED"
   PYTHONUNBUFFERED=1 timeout 120 python3 dev/cuda/small_m/eager.py > "$D/eager.log" 2>&1 || echo "eager.py FAILED"
-  cat "$D/bench_small_m_prof.log"
-  echo "== v2b (dev variant, same run) =="; sed -n '/^case/,$p' "$D/bench_small_m_v2b.log"
-  echo "== csrc kernel =="; sed -n '/^copy bandwidth/p;/^case/,$p' "$D/bench_small_m.log"
+  echo "== prof (default) =="; cat "$D/bench_small_m_prof.log"
+  echo "== prof (FMLP_SM_SPLIT=0) =="; cat "$D/bench_small_m_prof_nosplit.log"
+  for n in default nobulk nosplit split4; do
+    echo "== timing: $n =="; sed -n '/^copy bandwidth/p;/^case/,$p' "$D/$n.log"
+  done
   cat "$D/eager.log"
 fi
