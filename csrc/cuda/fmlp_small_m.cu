@@ -516,16 +516,17 @@ static __device__ __forceinline__ void sm_unit_ffma(const sm_params& P, const sm
 
 template <typename T, int MT, bool G>
 static __device__ __forceinline__ void sm_layer_run(const sm_params& P, const sm_layer& Ly, uint64_t* bar, int pending,
-                                                    const float* sbias, char* smem, const sm_tile& tl, int* s_last) {
+                                                    const float* sbias, char* smem, const sm_tile& tl, int* s_last,
+                                                    uint4 (&pre)[sm_mcfg<MT>::CH][MT], bool have_pre) {
     typedef sm_type<T> C;
     constexpr int NM = G ? 2 : 1;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     float* red = (float*)(smem + P.red_off);
     if constexpr (sizeof(T) == 2) {
         /* the first B chunk of this warp's first unit is loaded before waiting for the
-         * weights, so its L2 latency overlaps the rest of the stream */
-        uint4 pre[sm_mcfg<MT>::CH][MT];
-        if (warp < Ly.units) {
+         * weights, so its L2 latency overlaps the rest of the stream (layer 0 in bulk mode:
+         * loaded by the caller before the stream was issued) */
+        if (!have_pre && warp < Ly.units) {
             const int s = warp % Ly.KS;
             sm_load_b<T, MT>(pre, (const T*)Ly.in + tl.k0, Ly.K, tl.kt, P.M, s * Ly.KB * 32, Ly.hvec, lane);
         }
@@ -593,16 +594,40 @@ static __device__ __forceinline__ void sm_layer_run(const sm_params& P, const sm
     }
 }
 
-/* Biases of every layer's tile -> shared fp32 (zeros when absent). */
+/* Biases of every layer's tile -> shared fp32 (zeros when absent). The loads of a pass are
+ * all issued before any store, so the pass costs one memory round trip. */
 template <typename T>
 static __device__ __forceinline__ void sm_load_biases(const sm_params& P, float* sb, int tid, int nthreads) {
-    for (int li = 0; li < P.L; li++) {
-        const sm_layer& Ly = P.layer[li];
-        const sm_tile tl = sm_tile_of(Ly, blockIdx.x, gridDim.x);
-        for (int j = 0; j <= Ly.G; j++) {
-            const T* b = (const T*)P.b[li][j];
-            for (int r = tid; r < tl.R; r += nthreads) sb[Ly.b_off + j * Ly.Rmax + r] = b ? sm_type<T>::to_f(b[tl.r0 + r]) : 0.f;
+    constexpr int V = 4;
+    int total = 0;
+    for (int li = 0; li < P.L; li++) total += (1 + P.layer[li].G) * sm_tile_of(P.layer[li], blockIdx.x, gridDim.x).R;
+    for (int base = tid; base < total; base += V * nthreads) {
+        float v[V];
+        int dst[V];
+#pragma unroll
+        for (int q = 0; q < V; q++) {
+            int i = base + q * nthreads;
+            dst[q] = -1;
+            v[q] = 0.f;
+            if (i < total) {
+                for (int li = 0; li < P.L; li++) {
+                    const sm_layer& Ly = P.layer[li];
+                    const sm_tile tl = sm_tile_of(Ly, blockIdx.x, gridDim.x);
+                    const int n = (1 + Ly.G) * tl.R;
+                    if (i < n) {
+                        const int j = i >= tl.R ? 1 : 0, r = i - j * tl.R;
+                        const T* b = (const T*)P.b[li][j];
+                        dst[q] = Ly.b_off + j * Ly.Rmax + r;
+                        if (b) v[q] = sm_type<T>::to_f(b[tl.r0 + r]);
+                        break;
+                    }
+                    i -= n;
+                }
+            }
         }
+#pragma unroll
+        for (int q = 0; q < V; q++)
+            if (dst[q] >= 0) sb[dst[q]] = v[q];
     }
 }
 
@@ -620,10 +645,14 @@ __global__ void __launch_bounds__(FMLP_SM_THREADS, 1) fmlp_forward_small_m_kerne
     const int L = P.L, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     float* sb = (float*)smem;
     SM_STAMP(0, 0);
+    uint4 pre[sm_mcfg<MT>::CH][MT]; /* layer 0's first B chunk (16-bit, bulk mode) */
+    bool have_pre = false;
     if (P.bulk) {
         /* sm_90: the last warp issues one bulk copy per weight row segment of every layer
          * (a few dozen instructions), layer by layer, each layer completing on its own
-         * mbarrier; the other warps zero the row padding meanwhile */
+         * mbarrier; the other warps zero the row padding meanwhile. Loads on the critical
+         * path (biases, layer 0's first input chunk) are issued first: behind the stream
+         * they would wait for most of it. */
         if (threadIdx.x == 0) {
             for (int li = 0; li < L; li++) mbar_init(&mbar[li], 1);
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
@@ -631,6 +660,14 @@ __global__ void __launch_bounds__(FMLP_SM_THREADS, 1) fmlp_forward_small_m_kerne
             asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
 #endif
         }
+        if constexpr (sizeof(T) == 2) {
+            const sm_layer& L0 = P.layer[0];
+            const sm_tile t0 = sm_tile_of(L0, blockIdx.x, gridDim.x);
+            if (t0.R > 0 && warp < L0.units)
+                sm_load_b<T, MT>(pre, (const T*)L0.in + t0.k0, L0.K, t0.kt, P.M, (warp % L0.KS) * L0.KB * 32, L0.hvec, lane);
+            have_pre = true;
+        }
+        sm_load_biases<T>(P, sb, threadIdx.x, FMLP_SM_THREADS);
         __syncthreads();
         if (warp == FMLP_SM_WARPS - 1) {
             for (int li = 0; li < L; li++) {
@@ -661,8 +698,7 @@ __global__ void __launch_bounds__(FMLP_SM_THREADS, 1) fmlp_forward_small_m_kerne
         for (int i = blockIdx.x * FMLP_SM_THREADS + threadIdx.x; i < P.nzero / 4; i += gridDim.x * FMLP_SM_THREADS)
             z[i] = make_float4(0.f, 0.f, 0.f, 0.f);
     }
-    if (P.bulk) sm_load_biases<T>(P, sb, threadIdx.x, FMLP_SM_THREADS);
-    else if (threadIdx.x >= FMLP_SM_ISSUE) sm_load_biases<T>(P, sb, threadIdx.x - FMLP_SM_ISSUE, 32);
+    if (!P.bulk && threadIdx.x >= FMLP_SM_ISSUE) sm_load_biases<T>(P, sb, threadIdx.x - FMLP_SM_ISSUE, 32);
     /* layers (each waits for its own tile inside sm_layer_run) */
     for (int li = 0; li < L; li++) {
         const sm_layer& Ly = P.layer[li];
@@ -678,8 +714,9 @@ __global__ void __launch_bounds__(FMLP_SM_THREADS, 1) fmlp_forward_small_m_kerne
         uint64_t* bar = P.bulk ? &mbar[li] : (uint64_t*)0;
         if (tl.R > 0) {
             SM_STAMP(2 + 4 * (li & 1), 0);
-            if (Ly.G) sm_layer_run<T, MT, true>(P, Ly, bar, Ly.pending, sb + Ly.b_off, smem, tl, &s_last);
-            else sm_layer_run<T, MT, false>(P, Ly, bar, Ly.pending, sb + Ly.b_off, smem, tl, &s_last);
+            const bool hp = have_pre && li == 0;
+            if (Ly.G) sm_layer_run<T, MT, true>(P, Ly, bar, Ly.pending, sb + Ly.b_off, smem, tl, &s_last, pre, hp);
+            else sm_layer_run<T, MT, false>(P, Ly, bar, Ly.pending, sb + Ly.b_off, smem, tl, &s_last, pre, hp);
             SM_STAMP(3 + 4 * (li & 1), 0);
         }
         if (li + 1 < L) { /* grid barrier (cooperative launch): h_{i+1} of every block is visible after it */
@@ -763,10 +800,10 @@ static int sm_split_choice(int N, int K, int64_t M, int es, int grid, int* RG, i
         if (rows >= N) break;
     }
     if (bS < 2) return 1;
-    if (env < 0) { /* default: split only when it saves L2 traffic over whole-K rows */
-        const double whole = (double)grid * M * K * es;
-        if (!(best < whole)) return 1;
-    }
+    /* default: whole K. Measured (H100, NOTES.md "v3"): the fp32 atomics of the split made
+     * every target shape slower (M=1: 17.5 vs 16.2 us, M=16: 22.8 vs 19.5, GeGLU M=64: 43.1
+     * vs 30.6), though it reads 8x fewer input bytes. */
+    if (env < 0) return 1;
     return bS;
 }
 

@@ -30,15 +30,14 @@ run() { # name env... -- args
 }
 run default FMLP_NOTHING=1
 run nobulk FMLP_SM_BULK=0
-run nosplit FMLP_SM_SPLIT=0
-run split4 FMLP_SM_SPLIT=4
+run split8 FMLP_SM_SPLIT=8
 if [ "$MODE" != check ]; then
   timeout 120 "$B/bench_small_m_prof" prof > "$D/bench_small_m_prof.log" 2>&1 || echo "bench_small_m_prof FAILED (rc $?)"
-  FMLP_SM_SPLIT=0 timeout 120 "$B/bench_small_m_prof" prof > "$D/bench_small_m_prof_nosplit.log" 2>&1 || echo "prof nosplit FAILED"
+  FMLP_SM_BULK=0 timeout 120 "$B/bench_small_m_prof" prof > "$D/bench_small_m_prof_nobulk.log" 2>&1 || echo "prof nobulk FAILED"
   PYTHONUNBUFFERED=1 timeout 120 python3 dev/cuda/small_m/eager.py > "$D/eager.log" 2>&1 || echo "eager.py FAILED"
   echo "== prof (default) =="; cat "$D/bench_small_m_prof.log"
-  echo "== prof (FMLP_SM_SPLIT=0) =="; cat "$D/bench_small_m_prof_nosplit.log"
-  for n in default nobulk nosplit split4; do
+  echo "== prof (FMLP_SM_BULK=0) =="; cat "$D/bench_small_m_prof_nobulk.log"
+  for n in default nobulk split8; do
     echo "== timing: $n =="; sed -n '/^copy bandwidth/p;/^case/,$p' "$D/$n.log"
   done
   cat "$D/eager.log"
