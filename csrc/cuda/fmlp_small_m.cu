@@ -87,13 +87,13 @@ typedef struct {
      * tiles' fp32 sums meet in `acc` (red.add) and the last tile of a row group to arrive
      * (counter cnt[rg]) runs the epilogue. S == 1: block b owns rows sm_row0(b..b+1), all K. */
     int S, RG, KT;
+    const void* b[2];   /* (N,) biases (gate, up) or NULL                                   */
     float* acc;         /* ws: (M, N) fp32 sums, zeroed at kernel entry (S > 1)             */
     unsigned* cnt;      /* ws: RG arrival counters, zeroed at kernel entry (S > 1)          */
 } sm_layer;
 
 typedef struct {
     sm_layer layer[FMLP_MAX_LAYERS];
-    const void* b[FMLP_MAX_LAYERS][2]; /* (N,) biases or NULL                            */
     int L, M;
     int red_off;        /* shared byte offset of the reduction buffer                      */
     int RS;             /* reduction row stride in floats (Mpad + 1)                       */
@@ -517,7 +517,8 @@ static __device__ __forceinline__ void sm_unit_ffma(const sm_params& P, const sm
 template <typename T, int MT, bool G>
 static __device__ __forceinline__ void sm_layer_run(const sm_params& P, const sm_layer& Ly, uint64_t* bar, int pending,
                                                     const float* sbias, char* smem, const sm_tile& tl, int* s_last,
-                                                    uint4 (&pre)[sm_mcfg<MT>::CH][MT], bool have_pre) {
+                                                    uint4 (&pre)[sm_mcfg<MT>::CH][MT], bool have_pre, int li) {
+    (void)li; /* phase stamps (dev builds) */
     typedef sm_type<T> C;
     constexpr int NM = G ? 2 : 1;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -533,14 +534,17 @@ static __device__ __forceinline__ void sm_layer_run(const sm_params& P, const sm
         if (bar) mbar_wait0(bar);   /* bulk: every byte of this layer's tile landed */
         else cp_async_wait(pending); /* this layer's commit group (and earlier ones) landed */
         __syncthreads();
+        SM_STAMP(li ? 9 : 4, 0);
         for (int u = warp; u < Ly.units; u += FMLP_SM_WARPS) sm_unit_mma<T, MT, G>(P, Ly, smem, tl, u, lane, red, pre, u == warp);
     } else {
         if (bar) mbar_wait0(bar);
         else cp_async_wait(pending);
         __syncthreads();
+        SM_STAMP(li ? 9 : 4, 0);
         for (int u = warp; u < Ly.units; u += FMLP_SM_WARPS) sm_unit_ffma<MT, G>(P, Ly, smem, tl, u, lane, red);
     }
     __syncthreads();
+    SM_STAMP(li ? 10 : 5, 0);
     const int KS = Ly.KS, RS = P.RS, N = Ly.N, M = P.M, act = Ly.act, R = tl.R, r0 = tl.r0;
     const int items = M * R;
     if (Ly.S > 1) {
@@ -597,10 +601,10 @@ static __device__ __forceinline__ void sm_layer_run(const sm_params& P, const sm
 /* Biases of every layer's tile -> shared fp32 (zeros when absent). The loads of a pass are
  * all issued before any store, so the pass costs one memory round trip. */
 template <typename T>
-static __device__ __forceinline__ void sm_load_biases(const sm_params& P, float* sb, int tid, int nthreads) {
+static __device__ __forceinline__ void sm_load_biases(const sm_layer* lay, int L, float* sb, int tid, int nthreads) {
     constexpr int V = 4;
     int total = 0;
-    for (int li = 0; li < P.L; li++) total += (1 + P.layer[li].G) * sm_tile_of(P.layer[li], blockIdx.x, gridDim.x).R;
+    for (int li = 0; li < L; li++) total += (1 + lay[li].G) * sm_tile_of(lay[li], blockIdx.x, gridDim.x).R;
     for (int base = tid; base < total; base += V * nthreads) {
         float v[V];
         int dst[V];
@@ -610,13 +614,13 @@ static __device__ __forceinline__ void sm_load_biases(const sm_params& P, float*
             dst[q] = -1;
             v[q] = 0.f;
             if (i < total) {
-                for (int li = 0; li < P.L; li++) {
-                    const sm_layer& Ly = P.layer[li];
+                for (int li = 0; li < L; li++) {
+                    const sm_layer& Ly = lay[li];
                     const sm_tile tl = sm_tile_of(Ly, blockIdx.x, gridDim.x);
                     const int n = (1 + Ly.G) * tl.R;
                     if (i < n) {
                         const int j = i >= tl.R ? 1 : 0, r = i - j * tl.R;
-                        const T* b = (const T*)P.b[li][j];
+                        const T* b = (const T*)Ly.b[j];
                         dst[q] = Ly.b_off + j * Ly.Rmax + r;
                         if (b) v[q] = sm_type<T>::to_f(b[tl.r0 + r]);
                         break;
@@ -642,9 +646,17 @@ __global__ void __launch_bounds__(FMLP_SM_THREADS, 1) fmlp_forward_small_m_kerne
     extern __shared__ __align__(128) char smem[];
     __shared__ __align__(8) uint64_t mbar[FMLP_MAX_LAYERS];
     __shared__ int s_last;
+    /* the layer descriptions, copied once: read from the (12 KB) parameter space with a
+     * dynamic layer index, every field is a constant-cache miss on first touch */
+    __shared__ __align__(16) sm_layer lay[FMLP_MAX_LAYERS];
     const int L = P.L, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     float* sb = (float*)smem;
     SM_STAMP(0, 0);
+    {
+        const int words = L * (int)(sizeof(sm_layer) / 4);
+        for (int i = threadIdx.x; i < words; i += FMLP_SM_THREADS) ((int*)lay)[i] = ((const int*)P.layer)[i];
+        __syncthreads();
+    }
     uint4 pre[sm_mcfg<MT>::CH][MT]; /* layer 0's first B chunk (16-bit, bulk mode) */
     bool have_pre = false;
     if (P.bulk) {
@@ -661,31 +673,32 @@ __global__ void __launch_bounds__(FMLP_SM_THREADS, 1) fmlp_forward_small_m_kerne
 #endif
         }
         if constexpr (sizeof(T) == 2) {
-            const sm_layer& L0 = P.layer[0];
+            const sm_layer& L0 = lay[0];
             const sm_tile t0 = sm_tile_of(L0, blockIdx.x, gridDim.x);
             if (t0.R > 0 && warp < L0.units)
                 sm_load_b<T, MT>(pre, (const T*)L0.in + t0.k0, L0.K, t0.kt, P.M, (warp % L0.KS) * L0.KB * 32, L0.hvec, lane);
             have_pre = true;
         }
-        sm_load_biases<T>(P, sb, threadIdx.x, FMLP_SM_THREADS);
+        sm_load_biases<T>(lay, L, sb, threadIdx.x, FMLP_SM_THREADS);
         __syncthreads();
+        SM_STAMP(2, 0);
         if (warp == FMLP_SM_WARPS - 1) {
             for (int li = 0; li < L; li++) {
-                const sm_layer& Ly = P.layer[li];
+                const sm_layer& Ly = lay[li];
                 const sm_tile tl = sm_tile_of(Ly, blockIdx.x, gridDim.x);
                 if (tl.R > 0) sm_issue_layer_bulk<T>(Ly, smem, tl, &mbar[li], lane);
             }
             SM_STAMP(1, FMLP_SM_ISSUE);
         } else {
             for (int li = 0; li < L; li++) {
-                const sm_layer& Ly = P.layer[li];
+                const sm_layer& Ly = lay[li];
                 sm_zero_pad<T>(Ly, smem, sm_tile_of(Ly, blockIdx.x, gridDim.x), threadIdx.x, FMLP_SM_ISSUE);
             }
         }
     } else if (threadIdx.x < FMLP_SM_ISSUE) {
         /* warps 0..6: stream every layer's tile, one cp.async commit group per layer */
         for (int li = 0; li < L; li++) {
-            const sm_layer& Ly = P.layer[li];
+            const sm_layer& Ly = lay[li];
             if (Ly.issue_at >= 0) continue; /* fallback modes: issued when its region is free */
             sm_issue_layer<T>(Ly, smem, sm_tile_of(Ly, blockIdx.x, gridDim.x));
             cp_async_commit();
@@ -698,13 +711,13 @@ __global__ void __launch_bounds__(FMLP_SM_THREADS, 1) fmlp_forward_small_m_kerne
         for (int i = blockIdx.x * FMLP_SM_THREADS + threadIdx.x; i < P.nzero / 4; i += gridDim.x * FMLP_SM_THREADS)
             z[i] = make_float4(0.f, 0.f, 0.f, 0.f);
     }
-    if (!P.bulk && threadIdx.x >= FMLP_SM_ISSUE) sm_load_biases<T>(P, sb, threadIdx.x - FMLP_SM_ISSUE, 32);
+    if (!P.bulk && threadIdx.x >= FMLP_SM_ISSUE) sm_load_biases<T>(lay, L, sb, threadIdx.x - FMLP_SM_ISSUE, 32);
     /* layers (each waits for its own tile inside sm_layer_run) */
     for (int li = 0; li < L; li++) {
-        const sm_layer& Ly = P.layer[li];
+        const sm_layer& Ly = lay[li];
         if (!P.bulk && threadIdx.x < FMLP_SM_ISSUE) { /* fallback modes: layers whose region is free now */
             for (int lj = li; lj < L; lj++) {
-                const sm_layer& Lj = P.layer[lj];
+                const sm_layer& Lj = lay[lj];
                 if (Lj.issue_at != li) continue;
                 sm_issue_layer<T>(Lj, smem, sm_tile_of(Lj, blockIdx.x, gridDim.x));
                 cp_async_commit();
@@ -713,15 +726,15 @@ __global__ void __launch_bounds__(FMLP_SM_THREADS, 1) fmlp_forward_small_m_kerne
         const sm_tile tl = sm_tile_of(Ly, blockIdx.x, gridDim.x);
         uint64_t* bar = P.bulk ? &mbar[li] : (uint64_t*)0;
         if (tl.R > 0) {
-            SM_STAMP(2 + 4 * (li & 1), 0);
+            SM_STAMP(li ? 8 : 3, 0);
             const bool hp = have_pre && li == 0;
-            if (Ly.G) sm_layer_run<T, MT, true>(P, Ly, bar, Ly.pending, sb + Ly.b_off, smem, tl, &s_last, pre, hp);
-            else sm_layer_run<T, MT, false>(P, Ly, bar, Ly.pending, sb + Ly.b_off, smem, tl, &s_last, pre, hp);
-            SM_STAMP(3 + 4 * (li & 1), 0);
+            if (Ly.G) sm_layer_run<T, MT, true>(P, Ly, bar, Ly.pending, sb + Ly.b_off, smem, tl, &s_last, pre, hp, li);
+            else sm_layer_run<T, MT, false>(P, Ly, bar, Ly.pending, sb + Ly.b_off, smem, tl, &s_last, pre, hp, li);
+            SM_STAMP(li ? 11 : 6, 0);
         }
         if (li + 1 < L) { /* grid barrier (cooperative launch): h_{i+1} of every block is visible after it */
             cooperative_groups::this_grid().sync();
-            SM_STAMP(4 + 4 * (li & 1), 0);
+            SM_STAMP(7, 0);
         }
     }
     SM_STAMP(15, 0);
@@ -758,6 +771,9 @@ static const void* sm_kernel_ptr(fmlp_dtype dt, int MT) {
 }
 
 static size_t sm_align(size_t v, size_t a) { return (v + a - 1) / a * a; }
+
+/* static shared memory of the kernel (the layer copies, mbarriers, flag), rounded up */
+#define FMLP_SM_STATIC_SMEM (sizeof(sm_layer) * FMLP_MAX_LAYERS + 8 * FMLP_MAX_LAYERS + 512)
 
 /* Per-device facts queried once (host API calls cost microseconds per call otherwise). */
 #define FMLP_SM_MAX_DEV 64
@@ -850,7 +866,7 @@ static const char* sm_make_plan(const fmlp_desc* d, fmlp_dtype dt, int64_t M, co
         const size_t b = sm_align((size_t)NM * pl->Rmax[i] * pl->wstride[i], 128);
         wmax[i & 1] = b > wmax[i & 1] ? b : wmax[i & 1];
     }
-    const size_t cap = (size_t)optin - 1024; /* static shared: mbarriers, flags */
+    const size_t cap = (size_t)optin - FMLP_SM_STATIC_SMEM; /* static shared: layer copies, mbarriers, flag */
     size_t total;
     if (w0 + wbytes <= cap) { /* mode 0: every layer's slice streams from kernel entry */
         pl->mode = 0;
@@ -904,7 +920,7 @@ static int sm_prepare(fmlp_dtype dt, const sm_plan* pl, int device) {
     const int mi = pl->MT == 1 ? 0 : pl->MT == 2 ? 1 : pl->MT == 4 ? 2 : 3;
     if (device >= 0 && device < FMLP_SM_MAX_DEV && g_prepared[device][di][mi]) return FMLP_OK;
     const void* fn = sm_kernel_ptr(dt, pl->MT);
-    const int smax = sm_optin_smem(device) - 1024;
+    const int smax = sm_optin_smem(device) - FMLP_SM_STATIC_SMEM;
     if (cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, smax) != cudaSuccess)
         return FMLP_ERR_BACKEND;
     int occ = 0;
@@ -1003,7 +1019,7 @@ extern "C" int fmlp_forward_small_m_cuda(const fmlp_desc* d, fmlp_dtype dt, int6
         }
         for (int j = 0; j <= g; j++) {
             Ly->w[j] = p->w[k0 + j];
-            P.b[i][j] = d->has_bias[k0 + j] ? p->b[k0 + j] : NULL;
+            Ly->b[j] = d->has_bias[k0 + j] ? p->b[k0 + j] : NULL;
             if (Ly->w[j] == NULL)
                 return fmlp_fail(st, FMLP_ERR_INVALID, "small-M forward: weights[%d] is NULL", k0 + j);
             if (d->has_bias[k0 + j] && p->b[k0 + j] == NULL)

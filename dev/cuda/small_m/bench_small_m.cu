@@ -355,8 +355,8 @@ static void prof_case(const char* name, const fmlp_desc& d, int M, cudaStream_t 
     CK(cudaMalloc(&dout, (size_t)M * d.width[d.n_layers] * 2));
     CK(cudaMalloc(&dws, fmlp_small_m_workspace_bytes(&d, FMLP_BF16, M, &ctx)));
     fmlp_status stt;
-    const char* lab[16] = {"entry", "bulk issued", "L0 start", "L0 done", "L0 grid bar", "-", "L1 start",
-                           "L1 done", "-", "-", "-", "-", "-", "-", "-", "end"};
+    const char* lab[16] = {"entry", "bulk issued", "biases loaded", "L0 start", "L0 w landed", "L0 mma done",
+                           "L0 done", "grid bar", "L1 start", "L1 w landed", "L1 mma done", "L1 done", "-", "-", "-", "end"};
     std::vector<std::vector<double>> acc(16);
     for (int it = 0; it < 12; it++) {
         /* cold: rotate 6 weight sets (100 MB > 50 MB L2, clean lines); hot: one set */
