@@ -652,36 +652,25 @@ __global__ void __launch_bounds__(FMLP_SM_THREADS, 1) fmlp_forward_small_m_kerne
     const int L = P.L, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     float* sb = (float*)smem;
     SM_STAMP(0, 0);
+    if (P.bulk && threadIdx.x == 0) {
+        for (int li = 0; li < L; li++) mbar_init(&mbar[li], 1);
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+        asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+        asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+#endif
+    }
     {
         const int words = L * (int)(sizeof(sm_layer) / 4);
         for (int i = threadIdx.x; i < words; i += FMLP_SM_THREADS) ((int*)lay)[i] = ((const int*)P.layer)[i];
-        __syncthreads();
+        __syncthreads(); /* the layer copies and the mbarriers are ready */
     }
-    uint4 pre[sm_mcfg<MT>::CH][MT]; /* layer 0's first B chunk (16-bit, bulk mode) */
+    uint4 pre[sm_mcfg<MT>::CH][MT]; /* this warp's first B chunk of layer 0 (16-bit, bulk mode) */
     bool have_pre = false;
     if (P.bulk) {
         /* sm_90: the last warp issues one bulk copy per weight row segment of every layer
-         * (a few dozen instructions), layer by layer, each layer completing on its own
-         * mbarrier; the other warps zero the row padding meanwhile. Loads on the critical
-         * path (biases, layer 0's first input chunk) are issued first: behind the stream
-         * they would wait for most of it. */
-        if (threadIdx.x == 0) {
-            for (int li = 0; li < L; li++) mbar_init(&mbar[li], 1);
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-            asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
-            asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
-#endif
-        }
-        if constexpr (sizeof(T) == 2) {
-            const sm_layer& L0 = lay[0];
-            const sm_tile t0 = sm_tile_of(L0, blockIdx.x, gridDim.x);
-            if (t0.R > 0 && warp < L0.units)
-                sm_load_b<T, MT>(pre, (const T*)L0.in + t0.k0, L0.K, t0.kt, P.M, (warp % L0.KS) * L0.KB * 32, L0.hvec, lane);
-            have_pre = true;
-        }
-        sm_load_biases<T>(lay, L, sb, threadIdx.x, FMLP_SM_THREADS);
-        __syncthreads();
-        SM_STAMP(2, 0);
+         * (a few dozen instructions) at once, layer by layer, each layer completing on its
+         * own mbarrier. Meanwhile the other warps load the biases and their first input
+         * chunk and zero the shared row padding. */
         if (warp == FMLP_SM_WARPS - 1) {
             for (int li = 0; li < L; li++) {
                 const sm_layer& Ly = lay[li];
@@ -690,6 +679,15 @@ __global__ void __launch_bounds__(FMLP_SM_THREADS, 1) fmlp_forward_small_m_kerne
             }
             SM_STAMP(1, FMLP_SM_ISSUE);
         } else {
+            if constexpr (sizeof(T) == 2) {
+                const sm_layer& L0 = lay[0];
+                const sm_tile t0 = sm_tile_of(L0, blockIdx.x, gridDim.x);
+                if (t0.R > 0 && warp < L0.units)
+                    sm_load_b<T, MT>(pre, (const T*)L0.in + t0.k0, L0.K, t0.kt, P.M, (warp % L0.KS) * L0.KB * 32, L0.hvec, lane);
+                have_pre = true;
+            }
+            sm_load_biases<T>(lay, L, sb, threadIdx.x, FMLP_SM_ISSUE);
+            SM_STAMP(2, 0);
             for (int li = 0; li < L; li++) {
                 const sm_layer& Ly = lay[li];
                 sm_zero_pad<T>(Ly, smem, sm_tile_of(Ly, blockIdx.x, gridDim.x), threadIdx.x, FMLP_SM_ISSUE);
