@@ -52,23 +52,35 @@ int fmlp_cuda_plan(const fmlp_desc* d, fmlp_dtype dt, int64_t M, int save, int b
         *why = "backward: cuBLAS GEMMs for dW and dx, fused activation-backward and bias-gradient passes";
         return FMLP_STRATEGY_GEMM;
     }
-    /* Single launch vs cuBLAS at small M (H100, bf16, bench/RESULTS.md; graph = GPU time
-     * in CUDA-graph replay, loop = wall time of a Python loop):
-     *   1024-4096-1024 M=1:  small_m 14.5 / gemm 14.7 us graph;  69 / 148 us loop  -> small_m
-     *   1024-4096-1024 M=16: small_m 17.9 / gemm 15.2 us graph;  72 / 150 us loop
-     *   GeGLU 768/3072 M=64: small_m 29.9 / gemm 18.6 us graph;  49 /  93 us loop
-     * (eager: 13.5, 14.1, 18.1 us graph; 91, 91, 82 us loop). small_m wins both measures
-     * only at one row; above, it loses GPU time (its weight stream is issue-bound: NOTES.md),
-     * so the GEMM path keeps those until the kernel improves. At M = 1 it also lost in
-     * float32 (FFMA: 22.9 vs eager 14.7 us, 1024-4096-1024) and with 5 layers (5 grid
-     * barriers: 21.4 vs 19.0 us, narrow64x5 bf16), so: 16-bit, at most two layers. */
-    if (small_ok && M == 1 && dt != FMLP_F32 && d->n_layers <= 2) {
-        *why = "M = 1, 16-bit, <= 2 layers: one launch for all layers (measured: GPU time equal to cuBLAS, "
-               "about half the host time)";
-        return FMLP_STRATEGY_SMALL_M;
+    /* Single launch vs cuBLAS at small M (H100, bf16; graph = GPU time in CUDA-graph
+     * replay, loop = wall time per call of a Python loop; bench/RESULTS.md, NOTES.md v3):
+     *   1024-4096-1024 M=1:  small_m 13.6 / gemm 14.7 us graph;  69 / 148 us loop  -> small_m
+     *   1024-4096-1024 M=16: small_m 17.2 / gemm 15.3 us graph;  72 / 150 us loop
+     *   GeGLU 768/3072 M=64: small_m 30.7 / gemm 18.6 us graph;  49 /  93 us loop
+     * (eager: 13.4-15.2, 17.3, 18.1-21.2 us graph; 91, 91, 82 us loop). At one row small_m
+     * wins both measures. Up to 16 rows it wins the loop by 2x (one launch instead of ~6:
+     * the host is the bottleneck there) and its GPU time is level with eager's, so it is
+     * used when the stream is not being captured; under capture only GPU time counts and
+     * cuBLAS wins. At 64 rows its GPU time is 1.45x eager's: a loop that is GPU-bound would
+     * lose, so cuBLAS. At M = 1 it lost in float32 (FFMA: 22.9 vs eager 14.7 us) and with 5
+     * layers (5 grid barriers: 21.4 vs 19.0 us), so: 16-bit, at most two layers. */
+    if (small_ok && dt != FMLP_F32 && d->n_layers <= 2) {
+        if (M == 1) {
+            *why = "M = 1, 16-bit, <= 2 layers: one launch for all layers (measured: less GPU time than cuBLAS, "
+                   "about half the host time)";
+            return FMLP_STRATEGY_SMALL_M;
+        }
+        enum cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
+        const int capturing = cudaStreamIsCapturing((cudaStream_t)ctx->stream, &cs) != cudaSuccess ||
+                              cs != cudaStreamCaptureStatusNone;
+        if (M <= 16 && !capturing) {
+            *why = "M <= 16, 16-bit, <= 2 layers, not in CUDA-graph capture: one launch for all layers (measured: "
+                   "half the host time per call, GPU time level with eager)";
+            return FMLP_STRATEGY_SMALL_M;
+        }
     }
-    *why = M <= 64 ? "M <= 64 but > 1: the single-launch kernel loses GPU time to cuBLAS here (NOTES.md); "
-                     "cuBLAS GEMMs with fused bias/activation epilogues"
+    *why = M <= 64 ? "small M, but the single-launch kernel loses GPU time to cuBLAS here (CUDA-graph capture, "
+                     "M > 16, float32 or > 2 layers; NOTES.md): cuBLAS GEMMs with fused bias/activation epilogues"
                    : "large M: compute-bound; cuBLAS GEMMs with fused bias/activation epilogues";
     (void)small_why;
     return FMLP_STRATEGY_GEMM;

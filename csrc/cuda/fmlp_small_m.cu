@@ -1,20 +1,26 @@
-/* fmlp_small_m.cu — the single-launch small-M forward (M <= 64 rows), CUDA C. Version 2.
+/* fmlp_small_m.cu — the single-launch small-M forward (M <= 64 rows), CUDA C. Version 3.
  *
  * Regime: few tokens at transformer widths. The work is bound by reading the weights
- * from HBM once, so one persistent launch (1 block of 8 warps per SM, all resident:
- * grid = ctx->sm_count, checked with the occupancy query) computes every layer, with a
- * software grid barrier between consecutive layers.
+ * from HBM once, so one persistent cooperative launch (1 block of 8 warps per SM, all
+ * resident: grid = ctx->sm_count, checked with the occupancy query) computes every layer,
+ * with a grid barrier (cooperative_groups grid sync: no zeroed counter, no memset node)
+ * between consecutive layers.
  *
- * Work split: block b owns output rows [b*N/G, (b+1)*N/G) of EVERY layer (G = grid),
- * whole K per row, so no block ever needs another block's partial sums; the gated first
- * layer keeps the gate and the up rows of the same indices in the same block.
+ * Work split: block b owns output rows [b*N/G, (b+1)*N/G) of a layer, whole K per row, so
+ * no block needs another block's partial sums; the gated first layer keeps the gate and up
+ * rows of the same indices together. Optionally (FMLP_SM_SPLIT, off by default: measured
+ * slower) the last layer is tiled row groups × K splits instead, the tiles' fp32 sums meet
+ * in a workspace accumulator (atomicAdd; zeroed in-kernel before the grid barrier), and a
+ * row group's last tile to arrive runs the epilogue.
  *
- * Streaming: at kernel entry each block issues 16-byte cp.async.cg copies of its row
- * slices of ALL layers into shared memory, one commit group per layer, so HBM streams at
- * full rate from t = 0 and the barriers / epilogues overlap the rest of the stream; layer
- * i waits (cp.async.wait_group) only for its own group. Shapes whose per-block share of
- * all layers does not fit in shared memory are not supported (fmlp_small_m_supported
- * says why) and go to the GEMM path.
+ * Streaming: at kernel entry each block starts copying its tiles of ALL layers into shared
+ * memory, so HBM streams from t = 0 and the barriers / epilogues overlap the rest:
+ *   sm_90   one warp issues one cp.async.bulk (TMA) per weight row segment, each layer
+ *           completing on its own mbarrier (P.bulk);
+ *   sm_80   warps 0..6 issue 16-byte cp.async.cg copies, one commit group per layer.
+ * Shapes whose per-block share of all layers does not fit in shared memory use two
+ * alternating regions or one region (cp.async only), else are unsupported
+ * (fmlp_small_m_supported says why) and go to the GEMM path.
  *
  * Per layer (out N, in K), tokens as the MMA's N dimension ("swap A/B"):
  *   unit   16 rows (gated: 16 gate + the 16 matching up rows) × one K range; the block's
@@ -27,23 +33,20 @@
  *          threads sum the KS splits in split order (deterministic), add the bias (kept
  *          in shared memory since entry), save z, apply the activation / gate product,
  *          and write h_{i+1} (dtype) with coalesced stores
- *   barrier one counter in the workspace (zeroed by one cudaMemsetAsync per call):
- *          red.release.gpu add to arrive, ld.acquire.gpu spin to wait
  *
- * Status (H100, NOTES.md "CUDA small-M kernel", v2 = "v2a" there): correct on the 48-case
- * harness check; cold graph replay 16.1 us (M=1), 19.6 us (M=16), 31.2 us (GeGLU M=64):
- * faster than v1 (19.2 / 23.1 / 48.0) but still slower than eager (15.2 / 17.3 / 21.4) and
- * 2.8x the 5.7 us floor. Per-phase %globaltimer stamps (dev variant v2b) show why: issuing
- * 8K cp.async per SM costs ~30 SASS instructions each (address math + a dynamically
- * indexed param load), so the stream runs at ~1.5 TB/s instead of ~3; and the B (h)
- * register pipeline is latency-bound (~3.8 us for layer 1 at M=1, ~13 us at M=64).
- * Next: one cp.async.bulk (TMA) per weight row on sm_90 (or a lean per-row cp.async loop),
- * B staged through shared memory. The dispatcher keeps the GEMM path by default.
+ * Status (H100, NOTES.md "CUDA small-M kernel", v3): correct on the 48-case harness check
+ * in every variant; graph replay, hot / cold: 13.6 / 17.3 us (M=1), 17.2 / 20.4 us (M=16),
+ * 30.7 / 33.4 us (GeGLU M=64); eager 15.2 / 17.3 / 21.2 us; floor 5.7 / 5.7 / 4.8 us. Per-phase
+ * stamps show a chain of ~1 us memory latencies, not a bandwidth limit: the B operand
+ * walked in register chunks from L2 (layer 1, and layer 0 at M=64), ~3 us before the first
+ * loads return, ~1.5 us per grid barrier. Next: B staged through shared memory by bulk
+ * copies, and a deterministic split without atomics (NOTES.md). The dispatcher uses this
+ * kernel only where it measured fastest (fmlp_dispatch.c).
  *
  * Build: setup.py (nvcc -O3 ... -gencode sm_90a and sm_80). Tested and timed by
  * dev/cuda/small_m/bench_small_m.cu (CPU double reference, poisoned outputs, dirty
  * workspace, misaligned x; CUDA-graph replay against the device copy bandwidth floor and
- * the eager baseline): dev/cuda/small_m/run.sh. Results: NOTES.md "CUDA small-M kernel".
+ * the eager baseline; -DFMLP_SM_PROF: per-phase %globaltimer stamps): dev/cuda/small_m/run.sh.
  */
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
