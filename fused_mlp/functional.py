@@ -168,6 +168,7 @@ def explain(x: torch.Tensor, weights: Sequence[torch.Tensor], activation: Activa
                 "why": "CPU: row blocks through all layers with intermediates in cache"}
     widths = [weights[0].shape[1]] + [w.shape[0] for w in (weights[1:] if gated else weights)]
     acts = layer_activations(activation, len(widths) - 1, output_activation)
-    name, why = _C.cuda_plan(x.device.index or 0, _DTYPE_CODES[x.dtype], rows, widths, acts, gated,
-                             torch.is_grad_enabled(), backward)
+    # the forward saves for backward exactly when a gradient is needed (functional.run)
+    save = torch.is_grad_enabled() and (x.requires_grad or any(w.requires_grad for w in weights))
+    name, why = _C.cuda_plan(x.device.index or 0, _DTYPE_CODES[x.dtype], rows, widths, acts, gated, save, backward)
     return {"device": str(x.device), "strategy": name, "why": why}

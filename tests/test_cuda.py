@@ -87,6 +87,9 @@ def test_dispatcher_choices_are_inspectable(monkeypatch):
     assert one["strategy"] == "small_m" and "M = 1" in one["why"]
     assert small["strategy"] == "small_m" and "not in CUDA-graph capture" in small["why"]
     assert mid["strategy"] == "gemm" and "M > 16" in mid["why"]
+    trained = [t.clone().requires_grad_() for t in w]
+    train = fused_mlp.explain(torch.empty(1, 1024, device="cuda", dtype=torch.bfloat16), trained, "gelu_tanh")
+    assert train["strategy"] == "gemm" and "training forward" in train["why"]
     assert large["strategy"] == "gemm" and large["why"]
     assert bwd["strategy"] == "gemm"
 

@@ -47,7 +47,6 @@ int fmlp_cuda_plan(const fmlp_desc* d, fmlp_dtype dt, int64_t M, int save, int b
         *why = "forced: FUSED_MLP_STRATEGY=gemm";
         return FMLP_STRATEGY_GEMM;
     }
-    (void)save;
     if (backward) {
         *why = "backward: cuBLAS GEMMs for dW and dx, fused activation-backward and bias-gradient passes";
         return FMLP_STRATEGY_GEMM;
@@ -63,24 +62,29 @@ int fmlp_cuda_plan(const fmlp_desc* d, fmlp_dtype dt, int64_t M, int save, int b
      * used when the stream is not being captured; under capture only GPU time counts and
      * cuBLAS wins. At 64 rows its GPU time is 1.45x eager's: a loop that is GPU-bound would
      * lose, so cuBLAS. At M = 1 it lost in float32 (FFMA: 22.9 vs eager 14.7 us) and with 5
-     * layers (5 grid barriers: 21.4 vs 19.0 us), so: 16-bit, at most two layers. */
-    if (small_ok && dt != FMLP_F32 && d->n_layers <= 2) {
+     * layers (5 grid barriers: 21.4 vs 19.0 us), so: 16-bit, at most two layers. And only
+     * for inference: in a training step (forward saving for backward, then the backward),
+     * graph replay at M = 1 measured 90.8 / 97.7 us with small_m vs 84.3 / 86.3 with cuBLAS
+     * (eager 83.8 / 84.2; 1024-4096-1024 / GeGLU; dev/cuda/small_m/train_m1.py), though its
+     * forward alone is as fast (14.6 / 14.9 vs 14.8 / 17.4 us). */
+    if (small_ok && !save && dt != FMLP_F32 && d->n_layers <= 2) {
         if (M == 1) {
-            *why = "M = 1, 16-bit, <= 2 layers: one launch for all layers (measured: less GPU time than cuBLAS, "
-                   "about half the host time)";
+            *why = "M = 1, 16-bit, <= 2 layers, inference: one launch for all layers (measured: GPU time level "
+                   "with cuBLAS, about half the host time)";
             return FMLP_STRATEGY_SMALL_M;
         }
         enum cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
         const int capturing = cudaStreamIsCapturing((cudaStream_t)ctx->stream, &cs) != cudaSuccess ||
                               cs != cudaStreamCaptureStatusNone;
         if (M <= 16 && !capturing) {
-            *why = "M <= 16, 16-bit, <= 2 layers, not in CUDA-graph capture: one launch for all layers (measured: "
-                   "half the host time per call, GPU time level with eager)";
+            *why = "M <= 16, 16-bit, <= 2 layers, inference, not in CUDA-graph capture: one launch for all layers "
+                   "(measured: half the host time per call, GPU time level with eager)";
             return FMLP_STRATEGY_SMALL_M;
         }
     }
-    *why = M <= 64 ? "small M, but the single-launch kernel loses GPU time to cuBLAS here (CUDA-graph capture, "
-                     "M > 16, float32 or > 2 layers; NOTES.md): cuBLAS GEMMs with fused bias/activation epilogues"
+    *why = M <= 64 ? "small M, but the single-launch kernel loses GPU time to cuBLAS here (training forward, "
+                     "CUDA-graph capture, M > 16, float32 or > 2 layers; NOTES.md): cuBLAS GEMMs with fused "
+                     "bias/activation epilogues"
                    : "large M: compute-bound; cuBLAS GEMMs with fused bias/activation epilogues";
     (void)small_why;
     return FMLP_STRATEGY_GEMM;
