@@ -932,8 +932,8 @@ static int sm_prepare(fmlp_dtype dt, const sm_plan* pl, int device) {
     return FMLP_OK;
 }
 
-extern "C" int fmlp_small_m_supported(const fmlp_desc* d, fmlp_dtype dt, int64_t M, const fmlp_cuda_ctx* ctx,
-                                      const char** why) {
+/* Every support check and, when supported, the plan (built once per entry point). */
+static const char* sm_check(const fmlp_desc* d, fmlp_dtype dt, int64_t M, const fmlp_cuda_ctx* ctx, sm_plan* pl) {
     const char* w = NULL;
     if (fmlp_desc_validate(d, NULL) != FMLP_OK) w = "invalid MLP description";
     else if (dt != FMLP_F32 && dt != FMLP_BF16 && dt != FMLP_F16) w = "dtype must be float32, bfloat16 or float16";
@@ -944,11 +944,15 @@ extern "C" int fmlp_small_m_supported(const fmlp_desc* d, fmlp_dtype dt, int64_t
     else {
         for (int i = 0; i <= d->n_layers; i++)
             if (d->width[i] > (1 << 24)) { w = "a width exceeds 2^24 (32-bit indexing inside the kernel)"; break; }
-        if (!w) {
-            sm_plan pl;
-            w = sm_make_plan(d, dt, M, ctx, &pl);
-        }
+        if (!w) w = sm_make_plan(d, dt, M, ctx, pl);
     }
+    return w;
+}
+
+extern "C" int fmlp_small_m_supported(const fmlp_desc* d, fmlp_dtype dt, int64_t M, const fmlp_cuda_ctx* ctx,
+                                      const char** why) {
+    sm_plan pl;
+    const char* w = sm_check(d, dt, M, ctx, &pl);
     if (why) *why = w ? w : "single launch, weights streamed once over all SMs (M <= 64)";
     return w == NULL;
 }
@@ -956,9 +960,7 @@ extern "C" int fmlp_small_m_supported(const fmlp_desc* d, fmlp_dtype dt, int64_t
 extern "C" size_t fmlp_small_m_workspace_bytes(const fmlp_desc* d, fmlp_dtype dt, int64_t M,
                                                const fmlp_cuda_ctx* ctx) {
     sm_plan pl;
-    if (!fmlp_small_m_supported(d, dt, M, ctx, NULL)) return 0;
-    if (sm_make_plan(d, dt, M, ctx, &pl) != NULL) return 0;
-    return pl.total;
+    return sm_check(d, dt, M, ctx, &pl) ? 0 : pl.total;
 }
 
 static int sm_aligned16(const void* p) { return ((uintptr_t)p & 15) == 0; }
@@ -966,14 +968,11 @@ static int sm_aligned16(const void* p) { return ((uintptr_t)p & 15) == 0; }
 extern "C" int fmlp_forward_small_m_cuda(const fmlp_desc* d, fmlp_dtype dt, int64_t M, const void* x,
                                          const fmlp_params* p, void* out, void* const* saved, void* ws,
                                          const fmlp_cuda_ctx* ctx, fmlp_status* st) {
-    const char* why = NULL;
     if (fmlp_desc_validate(d, st) != FMLP_OK) return st ? st->code : FMLP_ERR_INVALID;
-    if (!fmlp_small_m_supported(d, dt, M, ctx, &why))
-        return fmlp_fail(st, FMLP_ERR_UNSUPPORTED, "small-M forward: %s", why);
-    if (M == 0) return FMLP_OK;
     sm_plan pl;
-    why = sm_make_plan(d, dt, M, ctx, &pl);
+    const char* why = sm_check(d, dt, M, ctx, &pl);
     if (why) return fmlp_fail(st, FMLP_ERR_UNSUPPORTED, "small-M forward: %s", why);
+    if (M == 0) return FMLP_OK;
     int rc = sm_prepare(dt, &pl, ctx->device);
     if (rc != FMLP_OK)
         return fmlp_fail(st, rc, "small-M forward: shared-memory attribute / occupancy query failed (%s)",
