@@ -6,7 +6,10 @@ from typing import Optional, Sequence, Union
 import torch
 
 from . import _activations
-from ._ops import FusedMLPFunction, forward_op
+from ._ops import FusedMLPFunction, forward_no_autograd
+
+_any_autocast = torch._C._is_any_autocast_enabled  # one C call; the per-device query costs ~0.4 us
+_is_compiling = torch.compiler.is_compiling
 
 ActivationSpec = Union[str, Sequence[str]]
 
@@ -47,9 +50,9 @@ def run(x: torch.Tensor, weights: list, biases: list, has_bias: list, activation
         negative_slope: float, gated: bool) -> torch.Tensor:
     """Fast path shared by the modules: arguments already in op form (codes, flags).
     Kept lean: at small batch the host time per call is what the user waits for."""
-    if torch.is_autocast_enabled(x.device.type):
+    if _any_autocast() and torch.is_autocast_enabled(x.device.type):
         x, weights, biases = _autocast(x, weights, biases)
-    if x.dim() == 2 and x.is_contiguous() and (torch.compiler.is_compiling() or x.data_ptr() % 16 == 0):
+    if x.dim() == 2 and x.is_contiguous() and (_is_compiling() or x.data_ptr() % 16 == 0):
         x2, lead = x, None
     else:
         x2, lead = _as_2d_input(x), x.shape[:-1]
@@ -57,7 +60,7 @@ def run(x: torch.Tensor, weights: list, biases: list, has_bias: list, activation
         out = FusedMLPFunction.apply(x2, len(weights), has_bias, activations, negative_slope, gated,
                                      *weights, *biases)
     else:
-        out, _ = forward_op(x2, weights, biases, has_bias, activations, negative_slope, gated, False)
+        out, _ = forward_no_autograd(x2, weights, biases, has_bias, activations, negative_slope, gated, False)
     return out if lead is None else out.reshape(*lead, out.shape[-1])
 
 
