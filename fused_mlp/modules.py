@@ -19,21 +19,19 @@ MAX_LAYERS = 32  # FMLP_MAX_LAYERS in csrc/fmlp.h: longer runs are split
 _MISSING = object()
 
 
-def _param(m: nn.Module, name: str):
-    """m.<name> for a Linear's weight or bias. A registered parameter (or None) is read from
-    m._parameters: m.weight goes through nn.Module.__getattr__, ~0.4 us per read, which was
-    a fifth of a small call. Anything else (a parametrization's property) through getattr."""
-    p = m._parameters.get(name, _MISSING)
-    return getattr(m, name) if p is _MISSING else p
-
-
 def _op_params(linears):
     """(weights, biases, has_bias) in op form, read on every call: parameters may be
-    replaced or a bias removed after the plan was made."""
+    replaced or a bias removed after the plan was made. Registered parameters (or None) are
+    read from lin._parameters: lin.weight goes through nn.Module.__getattr__, ~0.4 us per
+    read, a fifth of a small call; anything else (a parametrization's property) via getattr."""
     weights, biases, has_bias = [], [], []
     for lin in linears:
-        weights.append(_param(lin, "weight"))
-        b = _param(lin, "bias")
+        p = lin._parameters
+        w = p.get("weight", _MISSING)
+        b = p.get("bias", _MISSING)
+        if w is _MISSING or b is _MISSING:
+            w, b = lin.weight, lin.bias
+        weights.append(w)
         if b is None:
             has_bias.append(0)
         else:
