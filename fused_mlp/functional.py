@@ -57,8 +57,7 @@ def run(x: torch.Tensor, weights: list, biases: list, has_bias: list, activation
     else:
         x2, lead = _as_2d_input(x), x.shape[:-1]
     if _needs_grad(x, weights, biases):
-        out = FusedMLPFunction.apply(x2, len(weights), has_bias, activations, negative_slope, gated,
-                                     *weights, *biases)
+        out = FusedMLPFunction.apply(x2, (has_bias, activations, negative_slope, gated), *weights, *biases)
     else:
         out, _ = forward_no_autograd(x2, weights, biases, has_bias, activations, negative_slope, gated, False)
     return out if lead is None else out.reshape(*lead, out.shape[-1])
