@@ -1,6 +1,7 @@
 """fused_mlp.fused_mlp: the public functional form of the fused op."""
 from __future__ import annotations
 
+import functools
 from typing import Optional, Sequence, Union
 
 import torch
@@ -71,12 +72,11 @@ def _device_str(d: torch.device) -> str:
     return f"{d.type}:{d.index}" if d.type == "cuda" and d.index is not None else d.type
 
 
-def _check_device(t: torch.Tensor, x: torch.Tensor, name: str) -> None:
-    # the C shim checks CPU/CUDA mixes too; this also catches meta and other devices,
-    # which the dispatcher would route elsewhere before the shim sees them
-    if t.device != x.device:
-        raise RuntimeError(f"fused_mlp: {name} must be on x's device ({_device_str(x.device)}), "
-                           f"got {_device_str(t.device)}")
+def _device_error(t: torch.Tensor, x: torch.Tensor, name: str) -> RuntimeError:
+    # the C shim checks CPU/CUDA mixes too; the Python check also catches meta and other
+    # devices, which the dispatcher would route elsewhere before the shim sees them
+    return RuntimeError(f"fused_mlp: {name} must be on x's device ({_device_str(x.device)}), "
+                        f"got {_device_str(t.device)}")
 
 
 def layer_activations(activation: ActivationSpec, n_layers: int,
@@ -84,6 +84,8 @@ def layer_activations(activation: ActivationSpec, n_layers: int,
     """Activation codes, one per layer. A single name applies after every layer but the
     last, which gets output_activation; a sequence gives each layer its own."""
     if isinstance(activation, str):
+        if isinstance(output_activation, str):
+            return list(_named_codes(activation, n_layers, output_activation))
         return [_activations.code(activation)] * (n_layers - 1) + [_activations.code(output_activation)]
     names = list(activation)
     if len(names) != n_layers:
@@ -129,10 +131,12 @@ def fused_mlp(
     weights = list(weights)
     if not weights:
         raise ValueError("weights must hold at least one weight tensor, got an empty list")
+    xdev = x.device  # once: each .device builds a torch.device (names are formatted only on error too)
     for k, w in enumerate(weights):
         if not isinstance(w, torch.Tensor):
             raise TypeError(f"weights[{k}] must be a torch.Tensor, got {type(w).__name__}")
-        _check_device(w, x, f"weights[{k}]")
+        if w.device != xdev:
+            raise _device_error(w, x, f"weights[{k}]")
     if gated and len(weights) < 3:
         raise ValueError(f"gated=True needs weights [gate, up, down, ...] (at least 3), got {len(weights)}")
     if x.dim() < 1 or x.shape[-1] != (weights[0].shape[-1] if weights[0].dim() else -1):
@@ -145,16 +149,26 @@ def fused_mlp(
     biases = list(biases)
     if len(biases) != len(weights):
         raise ValueError(f"biases must have one entry (a tensor or None) per weight ({len(weights)}), got {len(biases)}")
+    has_bias, present = [], []
     for k, b in enumerate(biases):
-        if b is not None and not isinstance(b, torch.Tensor):
+        if b is None:
+            has_bias.append(0)
+            continue
+        if not isinstance(b, torch.Tensor):
             raise TypeError(f"biases[{k}] must be a torch.Tensor or None, got {type(b).__name__}")
-        if b is not None:
-            _check_device(b, x, f"biases[{k}]")
+        if b.device != xdev:
+            raise _device_error(b, x, f"biases[{k}]")
+        has_bias.append(1)
+        present.append(b)
     n_layers = len(weights) - int(gated)
     acts = layer_activations(activation, n_layers, output_activation)
-    has_bias = [int(b is not None) for b in biases]
-    present = [b for b in biases if b is not None]
     return run(x, weights, present, has_bias, acts, float(negative_slope), bool(gated))
+
+
+@functools.lru_cache(maxsize=256)
+def _named_codes(activation: str, n_layers: int, output_activation: str) -> tuple:
+    # cached: the name lookups cost ~0.4 us per call, and the same few specs recur
+    return (_activations.code(activation),) * (n_layers - 1) + (_activations.code(output_activation),)
 
 
 _DTYPE_CODES = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
