@@ -142,3 +142,25 @@ def test_backward_op_names_bad_grad_out_and_saved():
         backward_op(torch.randn(3, 5), x, saved, *args, True, True)
     with pytest.raises(RuntimeError, match=r"saved\[0\] must have shape \(3, 16\), got \(3, 15\)"):
         backward_op(torch.randn(3, 4), x, [torch.randn(3, 15)], *args, True, True)
+
+
+def test_an_error_below_autograd_leaves_autograd_on():
+    seq = _seq()
+    fused = fused_mlp.FusedMLP.from_sequential(seq)
+    excluded = torch._C._dispatch_tls_local_exclude_set()
+    with torch.no_grad(), pytest.raises(RuntimeError, match=r"weights\[0\] must have the dtype of x"):
+        fused(torch.randn(2, 8, dtype=torch.float64))
+    assert torch._C._dispatch_tls_local_exclude_set() == excluded
+    assert fused(torch.randn(2, 8)).grad_fn is not None
+
+
+@pytest.mark.parametrize("mode", ["no_grad", "inference_mode"])
+def test_compile_without_grad(mode):
+    torch._dynamo.reset()
+    fused = fused_mlp.FusedMLP.from_sequential(_seq())
+    x = torch.randn(4, 8)
+    ctx = torch.no_grad if mode == "no_grad" else torch.inference_mode
+    with ctx():
+        want = fused(x)
+        got = torch.compile(fused, fullgraph=True)(x)
+    assert rel_err(got, want) < 1e-6
