@@ -1,12 +1,16 @@
 """fused_mlp.fused_mlp: the public functional form of the fused op."""
 from __future__ import annotations
 
+import functools
 from typing import Optional, Sequence, Union
 
 import torch
 
 from . import _activations
-from ._ops import FusedMLPFunction, forward_op
+from ._ops import FusedMLPFunction, _below_autograd, _forward_entry, forward_op
+
+_any_autocast = torch._C._is_any_autocast_enabled  # one C call; the per-device query costs ~0.4 us
+_is_compiling = torch.compiler.is_compiling
 
 ActivationSpec = Union[str, Sequence[str]]
 
@@ -47,17 +51,20 @@ def run(x: torch.Tensor, weights: list, biases: list, has_bias: list, activation
         negative_slope: float, gated: bool) -> torch.Tensor:
     """Fast path shared by the modules: arguments already in op form (codes, flags).
     Kept lean: at small batch the host time per call is what the user waits for."""
-    if torch.is_autocast_enabled(x.device.type):
+    if _any_autocast() and torch.is_autocast_enabled(x.device.type):
         x, weights, biases = _autocast(x, weights, biases)
-    if x.dim() == 2 and x.is_contiguous() and (torch.compiler.is_compiling() or x.data_ptr() % 16 == 0):
+    compiling = _is_compiling()
+    if x.dim() == 2 and x.is_contiguous() and (compiling or x.data_ptr() % 16 == 0):
         x2, lead = x, None
     else:
         x2, lead = _as_2d_input(x), x.shape[:-1]
-    if _needs_grad(x, weights, biases):
-        out = FusedMLPFunction.apply(x2, len(weights), has_bias, activations, negative_slope, gated,
-                                     *weights, *biases)
-    else:
+    if torch.is_grad_enabled() and _needs_grad(x, weights, biases):
+        out = FusedMLPFunction.apply(x2, (has_bias, activations, negative_slope, gated), *weights, *biases)
+    elif compiling:
         out, _ = forward_op(x2, weights, biases, has_bias, activations, negative_slope, gated, False)
+    else:  # _ops.forward_no_autograd, inlined: one Python frame less per call
+        with _below_autograd():
+            out, _ = _forward_entry(x2, weights, biases, has_bias, activations, negative_slope, gated, False)
     return out if lead is None else out.reshape(*lead, out.shape[-1])
 
 
@@ -65,12 +72,11 @@ def _device_str(d: torch.device) -> str:
     return f"{d.type}:{d.index}" if d.type == "cuda" and d.index is not None else d.type
 
 
-def _check_device(t: torch.Tensor, x: torch.Tensor, name: str) -> None:
-    # the C shim checks CPU/CUDA mixes too; this also catches meta and other devices,
-    # which the dispatcher would route elsewhere before the shim sees them
-    if t.device != x.device:
-        raise RuntimeError(f"fused_mlp: {name} must be on x's device ({_device_str(x.device)}), "
-                           f"got {_device_str(t.device)}")
+def _device_error(t: torch.Tensor, x: torch.Tensor, name: str) -> RuntimeError:
+    # the C shim checks CPU/CUDA mixes too; the Python check also catches meta and other
+    # devices, which the dispatcher would route elsewhere before the shim sees them
+    return RuntimeError(f"fused_mlp: {name} must be on x's device ({_device_str(x.device)}), "
+                        f"got {_device_str(t.device)}")
 
 
 def layer_activations(activation: ActivationSpec, n_layers: int,
@@ -78,6 +84,8 @@ def layer_activations(activation: ActivationSpec, n_layers: int,
     """Activation codes, one per layer. A single name applies after every layer but the
     last, which gets output_activation; a sequence gives each layer its own."""
     if isinstance(activation, str):
+        if isinstance(output_activation, str):
+            return list(_named_codes(activation, n_layers, output_activation))
         return [_activations.code(activation)] * (n_layers - 1) + [_activations.code(output_activation)]
     names = list(activation)
     if len(names) != n_layers:
@@ -123,10 +131,12 @@ def fused_mlp(
     weights = list(weights)
     if not weights:
         raise ValueError("weights must hold at least one weight tensor, got an empty list")
+    xdev = x.device  # once: each .device builds a torch.device (names are formatted only on error too)
     for k, w in enumerate(weights):
         if not isinstance(w, torch.Tensor):
             raise TypeError(f"weights[{k}] must be a torch.Tensor, got {type(w).__name__}")
-        _check_device(w, x, f"weights[{k}]")
+        if w.device != xdev:
+            raise _device_error(w, x, f"weights[{k}]")
     if gated and len(weights) < 3:
         raise ValueError(f"gated=True needs weights [gate, up, down, ...] (at least 3), got {len(weights)}")
     if x.dim() < 1 or x.shape[-1] != (weights[0].shape[-1] if weights[0].dim() else -1):
@@ -139,16 +149,26 @@ def fused_mlp(
     biases = list(biases)
     if len(biases) != len(weights):
         raise ValueError(f"biases must have one entry (a tensor or None) per weight ({len(weights)}), got {len(biases)}")
+    has_bias, present = [], []
     for k, b in enumerate(biases):
-        if b is not None and not isinstance(b, torch.Tensor):
+        if b is None:
+            has_bias.append(0)
+            continue
+        if not isinstance(b, torch.Tensor):
             raise TypeError(f"biases[{k}] must be a torch.Tensor or None, got {type(b).__name__}")
-        if b is not None:
-            _check_device(b, x, f"biases[{k}]")
+        if b.device != xdev:
+            raise _device_error(b, x, f"biases[{k}]")
+        has_bias.append(1)
+        present.append(b)
     n_layers = len(weights) - int(gated)
     acts = layer_activations(activation, n_layers, output_activation)
-    has_bias = [int(b is not None) for b in biases]
-    present = [b for b in biases if b is not None]
     return run(x, weights, present, has_bias, acts, float(negative_slope), bool(gated))
+
+
+@functools.lru_cache(maxsize=256)
+def _named_codes(activation: str, n_layers: int, output_activation: str) -> tuple:
+    # cached: the name lookups cost ~0.4 us per call, and the same few specs recur
+    return (_activations.code(activation),) * (n_layers - 1) + (_activations.code(output_activation),)
 
 
 _DTYPE_CODES = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}

@@ -161,27 +161,32 @@ static int is_contiguous(const tinfo* t) {
 }
 
 /* Every tensor of a call: same dtype and device as x, contiguous, 16-byte aligned
- * (the vectorised kernels load 16 bytes at a time), the expected 2-D or 1-D shape. */
-static void check_tensor(arena* a, const tinfo* t, const tinfo* x, const char* name, int64_t d0,
+ * (the vectorised kernels load 16 bytes at a time), the expected 2-D or 1-D shape.
+ * The tensor's name is a format (e.g. "weights[%d]", given i and j) expanded only when a
+ * check fails: formatting every name on every call was ~7% of a tiny call (perf). */
+static void check_tensor(arena* a, const tinfo* t, const tinfo* x, const char* fmt, int i, int j, int64_t d0,
                          int64_t d1, int dim) {
-    char b1[96], b2[96];
+    int shape_ok = t->dim == dim && (d0 < 0 || t->sizes[0] == d0) && (dim == 1 || t->sizes[1] == d1);
+    if (t->dtype == x->dtype && t->dev_type == x->dev_type && t->dev_index == x->dev_index && shape_ok &&
+        is_contiguous(t) && ((uintptr_t)t->data & 15u) == 0)
+        return;
+    char name[64], b1[96], b2[96];
+    snprintf(name, sizeof name, fmt, i, j);
     if (t->dtype != x->dtype)
         fail(a, "fused_mlp: %s must have the dtype of x (%s), got %s", name, dtype_name(x->dtype),
              dtype_name(t->dtype));
     if (t->dev_type != x->dev_type || t->dev_index != x->dev_index)
         fail(a, "fused_mlp: %s must be on x's device (%s), got %s", name, device_name(x, b1, sizeof b1),
              device_name(t, b2, sizeof b2));
-    int ok = t->dim == dim && (d0 < 0 || t->sizes[0] == d0) && (dim == 1 || t->sizes[1] == d1);
-    if (!ok) {
+    if (!shape_ok) {
         shape_str(t, b1, sizeof b1);
         if (dim == 1) fail(a, "fused_mlp: %s must have shape (%lld,), got %s", name, (long long)d0, b1);
         else if (d0 < 0) fail(a, "fused_mlp: %s must have shape (out, %lld), got %s", name, (long long)d1, b1);
         else fail(a, "fused_mlp: %s must have shape (%lld, %lld), got %s", name, (long long)d0, (long long)d1, b1);
     }
     if (!is_contiguous(t)) fail(a, "fused_mlp: %s must be contiguous (call .contiguous())", name);
-    if (((uintptr_t)t->data & 15u) != 0)
-        fail(a, "fused_mlp: %s must be 16-byte aligned (its data pointer is offset by %u bytes; "
-                "call .clone())", name, (unsigned)((uintptr_t)t->data & 15u));
+    fail(a, "fused_mlp: %s must be 16-byte aligned (its data pointer is offset by %u bytes; "
+            "call .clone())", name, (unsigned)((uintptr_t)t->data & 15u));
 }
 
 static fmlp_dtype check_x(arena* a, const tinfo* x, const char* name) {
@@ -201,7 +206,7 @@ static fmlp_dtype check_x(arena* a, const tinfo* x, const char* name) {
         shape_str(x, b, sizeof b);
         fail(a, "fused_mlp: %s must be 2-D (rows, features), got shape %s", name, b);
     }
-    check_tensor(a, x, x, name, x->sizes[0], x->sizes[1], 2);
+    check_tensor(a, x, x, name, 0, 0, x->sizes[0], x->sizes[1], 2);
     return dt;
 }
 
@@ -245,15 +250,13 @@ static fmlp_dtype take_mlp(arena* a, StableIValue* s, const tinfo* x, mlp_args* 
     }
 
     /* widths from the weights, checked as a chain starting at x's width */
-    char name[64];
     m->d.width[0] = x->sizes[1];
     for (int k = 0; k < m->n_weights; k++) {
         int layer = m->d.gated ? (k > 0 ? k - 1 : 0) : k;
-        snprintf(name, sizeof name, "weights[%d]", k);
         int64_t out = (m->d.gated && k == 1) ? m->d.width[1] : -1; /* up must match gate */
-        check_tensor(a, &m->w[k], x, name, out, m->d.width[layer], 2);
+        check_tensor(a, &m->w[k], x, "weights[%d]", k, 0, out, m->d.width[layer], 2);
         m->d.width[layer + 1] = m->w[k].sizes[0];
-        if (m->d.width[layer + 1] < 1) fail(a, "fused_mlp: %s must have at least one output row", name);
+        if (m->d.width[layer + 1] < 1) fail(a, "fused_mlp: weights[%d] must have at least one output row", k);
         m->p.w[k] = m->w[k].data;
     }
     int nb = 0;
@@ -267,8 +270,7 @@ static fmlp_dtype take_mlp(arena* a, StableIValue* s, const tinfo* x, mlp_args* 
         fail(a, "fused_mlp: biases must hold one tensor per has_bias entry set (%d), got %d", nb, m->n_biases);
     for (int k = 0, j = 0; k < m->n_weights; k++) {
         if (!m->d.has_bias[k]) continue;
-        snprintf(name, sizeof name, "biases[%d] (bias of weights[%d])", j, k);
-        check_tensor(a, &m->b[j], x, name, m->w[k].sizes[0], 0, 1);
+        check_tensor(a, &m->b[j], x, "biases[%d] (bias of weights[%d])", j, k, m->w[k].sizes[0], 0, 1);
         m->p.b[k] = m->b[j].data;
         j++;
     }
@@ -292,6 +294,21 @@ static void* new_workspace(arena* a, const tinfo* like, size_t bytes) {
     if (bytes == 0) return NULL;
     AtenTensorHandle h = new_tensor(a, like, (int64_t)bytes, 0, 1, aoti_torch_dtype_uint8());
     return data_of(h);
+}
+
+/* A CPU forward's workspace is a few hundred bytes at decode sizes: there a buffer on the
+ * caller's stack saves a torch allocation and free per call. It is filled with 0xFF (NaN in
+ * every float dtype) so a kernel that reads scratch before writing it fails the tests
+ * every time, as torch's poisoned allocations make it fail for the larger ones. */
+#define SMALL_CPU_WS 4096
+typedef struct {
+    _Alignas(64) unsigned char b[SMALL_CPU_WS];
+} small_ws;
+
+static void* cpu_workspace(arena* a, const tinfo* like, size_t bytes, small_ws* local) {
+    if (bytes == 0 || bytes > sizeof local->b) return new_workspace(a, like, bytes);
+    memset(local->b, 0xFF, bytes);
+    return local->b;
 }
 
 /* ---- backends --------------------------------------------------------------- */
@@ -381,7 +398,8 @@ void fmlp_boxed_forward(StableIValue* stack, uint64_t nargs, uint64_t nouts) {
         rc = fmlp_forward_cpu_f64(d, M, x.data, &m.p, data_of(out), save ? saved_ptr : NULL, &st);
     } else if (is_cpu(&x)) {
         fmlp_cpu_ctx c = cpu_ctx();
-        void* ws = new_workspace(&a, &x, fmlp_forward_workspace_bytes_cpu(d, dt, M, save, &c));
+        small_ws local;
+        void* ws = cpu_workspace(&a, &x, fmlp_forward_workspace_bytes_cpu(d, dt, M, save, &c), &local);
         rc = fmlp_forward_cpu(d, dt, M, x.data, &m.p, data_of(out), save ? saved_ptr : NULL, ws, &c, &st);
     } else {
 #ifdef FMLP_WITH_CUDA
@@ -430,16 +448,14 @@ void fmlp_boxed_backward(StableIValue* stack, uint64_t nargs, uint64_t nouts) {
     const fmlp_desc* d = &m.d;
     int64_t M = x.sizes[0];
 
-    check_tensor(&a, &gout, &x, "grad_out", M, d->width[d->n_layers], 2);
+    check_tensor(&a, &gout, &x, "grad_out", 0, 0, M, d->width[d->n_layers], 2);
     int need = fmlp_saved_count(d);
     if (ns != need)
         fail(&a, "fused_mlp.backward: saved must hold the %d tensors the forward saved for this MLP, got %d "
                  "(was the forward run with save=False?)", need, ns);
     const void* saved_ptr[2 * FMLP_MAX_LAYERS + 2];
-    char name[48];
     for (int s = 0; s < ns; s++) {
-        snprintf(name, sizeof name, "saved[%d]", s);
-        check_tensor(&a, &sv[s], &x, name, M, fmlp_saved_width(d, s), 2);
+        check_tensor(&a, &sv[s], &x, "saved[%d]", s, 0, M, fmlp_saved_width(d, s), 2);
         saved_ptr[s] = sv[s].data;
     }
 
