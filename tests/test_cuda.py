@@ -208,6 +208,7 @@ def test_gemm_inference_bias_activation(poison, monkeypatch, act, dtype, widths)
 # ---- fmlp_epilogue.cu kernels on raw pointers (fused_mlp._C._epilogue) ------------------
 EPI_DTYPE = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
 EPI_RTOL = {torch.float32: 1e-5, torch.bfloat16: 2.0 ** -7, torch.float16: 2.0 ** -10}  # one rounding + f32 math
+# atol: float32 cancellation near the zeros of act and act' (e.g. dglu: g * zu * act'(zg)) reaches ~1e-5
 EPI_SLOPE = 0.1
 # (M, N): 16-byte path for every dtype at offset 0 ((7, 64), (5, 40), (33, 1000): several
 # blocks, the last one partial), float32 only ((257, 100)), never ((3, 13)).
@@ -327,7 +328,7 @@ def test_epilogue_vector_and_scalar_paths_agree(case, dtype):
                     if want.dtype == dtype:  # an exactly specified result (write-back of z + b, y + t)
                         assert torch.equal(out, want), (case, act, m, n, offset, name)
                     else:
-                        torch.testing.assert_close(out.double(), want, rtol=EPI_RTOL[dtype], atol=1e-5,
+                        torch.testing.assert_close(out.double(), want, rtol=EPI_RTOL[dtype], atol=1e-4,
                                                    msg=lambda e: f"{case} {act} {m}x{n} offset {offset} {name}: {e}")
                 runs.append({k: v.clone() for k, v in outs.items()})
             for name in runs[0]:  # both paths run the same float32 math per element
