@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 import fused_mlp
-from mlp_reference import ACTS, DTYPES, eps, output_error_scale, random_mlp, reference_mlp, rel_err
+from mlp_reference import (ACTS, DTYPES, apply_act, eps, output_error_scale, random_mlp, reference_mlp,
+                           rel_err)
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available() or not fused_mlp._C.has_cuda(),
                                 reason="needs a CUDA device and a CUDA build")
@@ -184,3 +185,156 @@ def test_module_on_cuda_matches_sequential_in_bf16():
         ref = seq.double()(x.double())
         seq.bfloat16()
         assert rel_err(fused(x), ref) <= 2 * rel_err(seq(x), ref) + eps(torch.bfloat16)
+
+
+# ---- the GEMM strategy at inference: bias in cuBLAS, activation in fmlp_epilogue.cu ------
+
+@pytest.mark.parametrize("act", ["relu", "gelu_tanh"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("widths", [[37, 100, 13], [64, 256, 64], [1024, 4096, 1024]], ids=str)
+def test_gemm_inference_bias_activation(poison, monkeypatch, act, dtype, widths):
+    """Inference (nothing saved) through the forced GEMM strategy, biased relu / gelu_tanh
+    layers: odd widths take the scalar epilogue path, multiples of 8 the 16-byte one."""
+    monkeypatch.setenv("FUSED_MLP_STRATEGY", "gemm")
+    weights, biases, _ = random_mlp(widths, dtype=dtype, device="cuda")
+    for m in (1, 2, 7, 64, 257):
+        x = torch.randn(m, widths[0], dtype=dtype, device="cuda")
+        info = fused_mlp.explain(x, weights, act)
+        assert info["strategy"] == "gemm" and "forced" in info["why"], info
+        for acts in ([act, "identity"], [act, act]):
+            check(x, weights, biases, acts)
+
+
+# ---- fmlp_epilogue.cu kernels on raw pointers (fused_mlp._C._epilogue) ------------------
+EPI_DTYPE = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
+EPI_RTOL = {torch.float32: 1e-5, torch.bfloat16: 2.0 ** -7, torch.float16: 2.0 ** -10}  # one rounding + f32 math
+# atol: float32 cancellation near the zeros of act and act' (e.g. dglu: g * zu * act'(zg)) reaches ~1e-5
+EPI_SLOPE = 0.1
+# (M, N): 16-byte path for every dtype at offset 0 ((7, 64), (5, 40), (33, 1000): several
+# blocks, the last one partial), float32 only ((257, 100)), never ((3, 13)).
+EPI_SHAPES = [(7, 64), (5, 40), (33, 1000), (257, 100), (3, 13), (1, 8)]
+
+
+def _at(t, offset):
+    """A copy of t starting `offset` elements into a NaN-filled allocation with 16 spare
+    elements: offset 0 is 16-byte aligned (torch's allocations are), an odd offset is not,
+    which sends the kernel down its scalar path. The spare elements catch stray writes."""
+    base = torch.full((t.numel() + 16,), float("nan"), dtype=t.dtype, device=t.device)
+    v = base[offset:offset + t.numel()].view(t.shape)
+    v.copy_(t)
+    return v
+
+
+def _untouched_outside(v, offset):
+    base = v._base
+    return bool(torch.isnan(base[:offset]).all() and torch.isnan(base[offset + v.numel():]).all())
+
+
+def _launch(kind, dtype, m, n, act, *tensors):
+    ptrs = [t.data_ptr() if t is not None else 0 for t in tensors]
+    fused_mlp._C._epilogue(kind, torch.cuda.current_device(), torch.cuda.current_stream().cuda_stream,
+                           EPI_DTYPE[dtype], m, n, ACTS.index(act), EPI_SLOPE, tuple(ptrs + [0] * (6 - len(ptrs))))
+
+
+def _act64(act, z):
+    return apply_act(act, z.double(), EPI_SLOPE)
+
+
+def _dact64(act, z):
+    z = z.double().requires_grad_()
+    (d,) = torch.autograd.grad(apply_act(act, z, EPI_SLOPE).sum(), z)
+    return d
+
+
+def _epilogue_case(case, dtype, m, n, act, offset, gen):
+    """Runs one kernel configuration at the given pointer offset; returns (outputs, references).
+    Inputs come from gen, so two offsets see the same numbers."""
+    def rnd(*shape):
+        return (2 * torch.randn(*shape, generator=gen)).to(dtype).cuda()
+
+    def nan(*shape):
+        return torch.full(shape, float("nan"), dtype=dtype, device="cuda")
+
+    f64 = lambda t: t.double()
+    if case.startswith("bias_act"):
+        z0, b0 = rnd(m, n), rnd(n) if "bias" in case.split(":") else None
+        z, b = _at(z0, offset), (_at(b0, offset) if b0 is not None else None)
+        zb = f64(z0) + (f64(b0) if b0 is not None else 0)
+        if "inplace" in case:
+            _launch("bias_act", dtype, m, n, act, z, b, z)
+            return {"h": z}, {"h": _act64(act, zb)}
+        h = _at(nan(m, n), offset)
+        _launch("bias_act", dtype, m, n, act, z, b, h)
+        # z written back as float32(z) + float32(b) rounded once; untouched without a bias
+        want_z = (z0.float() + b0.float()).to(dtype) if b0 is not None else z0
+        return {"h": h, "z": z}, {"h": _act64(act, zb), "z": want_z}
+    if case.startswith("glu"):
+        zg0, zu0, bg0, bu0 = rnd(m, n), rnd(m, n), rnd(n), rnd(n)
+        zg, zu, bg, bu = (_at(t, offset) for t in (zg0, zu0, bg0, bu0))
+        g64, u64 = f64(zg0) + f64(bg0), f64(zu0) + f64(bu0)
+        if "inplace" in case:
+            _launch("glu", dtype, m, n, act, zg, zu, bg, bu, zg)
+            return {"h": zg}, {"h": _act64(act, g64) * u64}
+        h = _at(nan(m, n), offset)
+        _launch("glu", dtype, m, n, act, zg, zu, bg, bu, h)
+        return ({"h": h, "zg": zg, "zu": zu},
+                {"h": _act64(act, g64) * u64, "zg": (zg0.float() + bg0.float()).to(dtype),
+                 "zu": (zu0.float() + bu0.float()).to(dtype)})
+    if case.startswith("dact"):
+        g0, z0 = rnd(m, n), rnd(m, n)
+        g, z = _at(g0, offset), _at(z0, offset)
+        want = f64(g0) * _dact64(act, z0)
+        if "inplace" in case:  # dz aliases g, no h
+            _launch("dact", dtype, m, n, act, g, z, g, None)
+            return {"dz": g}, {"dz": want}
+        dz, h = _at(nan(m, n), offset), _at(nan(m, n), offset)
+        _launch("dact", dtype, m, n, act, g, z, dz, h)
+        return {"dz": dz, "h": h}, {"dz": want, "h": _act64(act, z0)}
+    if case == "dglu":
+        g0, zg0, zu0 = rnd(m, n), rnd(m, n), rnd(m, n)
+        g, zg, zu = (_at(t, offset) for t in (g0, zg0, zu0))
+        dzg, dzu, h = (_at(nan(m, n), offset) for _ in range(3))
+        _launch("dglu", dtype, m, n, act, g, zg, zu, dzg, dzu, h)
+        return ({"dzg": dzg, "dzu": dzu, "h": h},
+                {"dzg": f64(g0) * f64(zu0) * _dact64(act, zg0), "dzu": f64(g0) * _act64(act, zg0),
+                 "h": _act64(act, zg0) * f64(zu0)})
+    assert case == "add"
+    y0, t0 = rnd(m, n), rnd(m, n)
+    y, t = _at(y0, offset), _at(t0, offset)
+    _launch("add", dtype, m, n, act, y, t)
+    return {"y": y}, {"y": (y0.float() + t0.float()).to(dtype)}
+
+
+EPI_CASES = ["bias_act", "bias_act:bias", "bias_act:bias:inplace", "bias_act:inplace", "glu", "glu:inplace",
+             "dact", "dact:inplace", "dglu", "add"]
+
+
+@pytest.mark.parametrize("case", EPI_CASES)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_epilogue_vector_and_scalar_paths_agree(case, dtype):
+    """Each elementwise kernel on 16-byte aligned pointers (vector path where N allows) and on
+    pointers one element off (scalar path): bit-identical results, both within one rounding of
+    the float64 reference, and nothing written outside the outputs."""
+    for act in (["identity"] if case == "add" else ACTS):
+        for m, n in EPI_SHAPES:
+            runs = []
+            for offset in (0, 1):
+                gen = torch.Generator().manual_seed(1234 + m * n)
+                outs, refs = _epilogue_case(case, dtype, m, n, act, offset, gen)
+                torch.cuda.synchronize()
+                for name, out in outs.items():
+                    assert _untouched_outside(out, offset), (case, act, m, n, offset, name)
+                    want = refs[name]
+                    if want.dtype == dtype:  # an exactly specified result (write-back of z + b, y + t)
+                        assert torch.equal(out, want), (case, act, m, n, offset, name)
+                    else:
+                        torch.testing.assert_close(out.double(), want, rtol=EPI_RTOL[dtype], atol=1e-4,
+                                                   msg=lambda e: f"{case} {act} {m}x{n} offset {offset} {name}: {e}")
+                runs.append({k: v.clone() for k, v in outs.items()})
+            for name in runs[0]:  # both paths run the same float32 math per element
+                assert torch.equal(runs[0][name], runs[1][name]), (case, act, m, n, name)
+
+
+def test_epilogue_hook_rejects_unknown_kind():
+    with pytest.raises(RuntimeError, match="unknown kind 'nope'"):
+        _launch("nope", torch.float32, 1, 1, "relu")

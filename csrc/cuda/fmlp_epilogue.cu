@@ -1,19 +1,29 @@
 // fmlp_epilogue.cu — elementwise kernels of the GEMM strategy (large M, any shape).
 //
-// cuBLAS (through aten::mm, see csrc/shim/gemm.c) computes each layer's product; these
-// kernels do the rest in one pass over the product: bias + activation (saving the
-// pre-activation when training), GLU gating, the activation's backward, bias gradients.
-// Memory-bound: each reads and writes every element once, 16 bytes per access when the
-// row width allows (N % (16 / sizeof(T)) == 0). Contract: fmlp_epilogue.h.
-// Built by setup.py (nvcc, sm_80 + sm_90a); tested by tests/test_cuda.py.
+// cuBLAS (through aten::linear / aten::mm, see csrc/shim/gemm.c) computes each layer's
+// product; these kernels do the rest in one pass over the product: bias + activation
+// (saving the pre-activation when training), GLU gating, the activation's backward, bias
+// gradients. Memory-bound and, at small M, latency-bound, so the shape follows torch's
+// vectorized elementwise kernel: 128-thread blocks, no grid-stride loop, a few 16-byte
+// vectors per thread with all loads issued before any math, and the activation a template
+// parameter (one host switch instead of a per-element one). The 16-byte path needs every
+// row to be a whole number of vectors (N % (16 / sizeof(T)) == 0) and every pointer
+// 16-byte aligned; otherwise the same kernel runs one element per slot. Both paths do the
+// same float32 math per element, so they give bit-identical results.
+// Contract: fmlp_epilogue.h. Built by setup.py (nvcc, sm_80 + sm_90a); tested by
+// tests/test_cuda.py (test_epilogue_*).
+#include <stdint.h>
 #include "fmlp_cuda_common.cuh"
 #include "fmlp_epilogue.h"
 #include "../fmlp_activation.h"
 
 namespace {
 
-constexpr int kThreads = 256;
+constexpr int kThreads = 128;     // torch's elementwise block size
+constexpr int kUnrollVec = 2;     // 16-byte vectors per thread on the vector path
+constexpr int kUnrollScalar = 4;  // elements per thread on the scalar path
 
+// V consecutive elements of T held as float32 (V = 1: the scalar path).
 template <typename T, int V> struct Chunk {
     float f[V];
     __device__ __forceinline__ void load(const T* p, int64_t i) {
@@ -35,105 +45,173 @@ template <typename T, int V> struct Chunk {
             *reinterpret_cast<fmlp_vec<T>*>(p + i) = v;
         }
     }
-    __device__ __forceinline__ void add_bias(const T* b, int64_t n) {
-        if (!b) return;
+    __device__ __forceinline__ void add(const Chunk& o) {
 #pragma unroll
-        for (int j = 0; j < V; j++) f[j] += fmlp_to_f32(b[n + j]);
+        for (int j = 0; j < V; j++) f[j] += o.f[j];
     }
 };
 
-#define FMLP_GRID_LOOP(chunks) \
-    for (int64_t c = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; c < (chunks); c += (int64_t)gridDim.x * blockDim.x)
+// The index space of one launch: nvec slots of V elements, rows of rowvec slots.
+// Block b owns U * kThreads consecutive slots; its thread t takes slots
+// b*U*kThreads + k*kThreads + t (k < U), so each k is one coalesced sweep of the block.
+struct Geom {
+    int64_t nvec, rowvec;
+    int narrow;  // nvec < 2^32: the column of a slot in 32-bit arithmetic
+    unsigned blocks;
+};
 
-// z (M, N): z += bias; h = act(z); z written back only when h != z.
-template <typename T, int V>
-__global__ void fmlp_gemm_bias_act_kernel(int64_t chunks, int64_t N, T* z, const T* bias, T* h, int act, float slope) {
-    FMLP_GRID_LOOP(chunks) {
-        int64_t i = c * V;
-        Chunk<T, V> a;
-        a.load(z, i);
-        a.add_bias(bias, i % N);
-        if (h != z) a.store(z, i);
-#pragma unroll
-        for (int j = 0; j < V; j++) a.f[j] = fmlp_act(act, a.f[j], slope);
-        a.store(h, i);
-    }
+template <int U> __device__ __forceinline__ int64_t slot(int k) {
+    return (int64_t)blockIdx.x * (U * kThreads) + k * kThreads + threadIdx.x;
 }
 
-// zg, zu (M, N): += biases; h = act(zg) * zu.
-template <typename T, int V>
-__global__ void fmlp_gemm_glu_kernel(int64_t chunks, int64_t N, T* zg, T* zu, const T* bg, const T* bu, T* h, int act,
-                           float slope, int keep) {
-    FMLP_GRID_LOOP(chunks) {
-        int64_t i = c * V;
-        Chunk<T, V> g, u;
-        g.load(zg, i);
-        u.load(zu, i);
-        g.add_bias(bg, i % N);
-        u.add_bias(bu, i % N);
-        if (keep) {
-            g.store(zg, i);
-            u.store(zu, i);
+// First element of the bias that slot v adds (only called with a bias).
+template <int V> __device__ __forceinline__ int64_t bias_at(const Geom& g, int64_t v) {
+    int64_t c = g.narrow ? (int64_t)((uint32_t)v % (uint32_t)g.rowvec) : v % g.rowvec;
+    return c * V;
+}
+
+// z (M, N): z += bias; h = act(z); z written back only when h != z. act sees the float32
+// sum, not z rounded to T (one rounding per output, as before).
+template <typename T, int V, int U, int ACT>
+__global__ void __launch_bounds__(kThreads)
+    fmlp_gemm_bias_act_kernel(Geom g, T* z, const T* bias, T* h, float slope) {
+    Chunk<T, V> a[U];
+#pragma unroll
+    for (int k = 0; k < U; k++)
+        if (slot<U>(k) < g.nvec) a[k].load(z, slot<U>(k) * V);
+    if (bias) {
+#pragma unroll
+        for (int k = 0; k < U; k++)
+            if (slot<U>(k) < g.nvec) {
+                Chunk<T, V> b;
+                b.load(bias, bias_at<V>(g, slot<U>(k)));
+                a[k].add(b);
+            }
+        if (h != z) {
+#pragma unroll
+            for (int k = 0; k < U; k++)
+                if (slot<U>(k) < g.nvec) a[k].store(z, slot<U>(k) * V);
+        }
+    }  // without a bias z is unchanged: no write-back
+#pragma unroll
+    for (int k = 0; k < U; k++)
+        if (slot<U>(k) < g.nvec) {
+#pragma unroll
+            for (int j = 0; j < V; j++) a[k].f[j] = fmlp_act(ACT, a[k].f[j], slope);
+            a[k].store(h, slot<U>(k) * V);
+        }
+}
+
+// zg, zu (M, N): += biases (kept when keep); h = act(zg) * zu.
+template <typename T, int V, int U, int ACT>
+__global__ void __launch_bounds__(kThreads)
+    fmlp_gemm_glu_kernel(Geom g, T* zg, T* zu, const T* bg, const T* bu, T* h, float slope, int keep) {
+    Chunk<T, V> a[U], u[U];
+#pragma unroll
+    for (int k = 0; k < U; k++)
+        if (slot<U>(k) < g.nvec) {
+            a[k].load(zg, slot<U>(k) * V);
+            u[k].load(zu, slot<U>(k) * V);
+        }
+    if (bg || bu) {
+#pragma unroll
+        for (int k = 0; k < U; k++)
+            if (slot<U>(k) < g.nvec) {
+                Chunk<T, V> b;
+                if (bg) {
+                    b.load(bg, bias_at<V>(g, slot<U>(k)));
+                    a[k].add(b);
+                }
+                if (bu) {
+                    b.load(bu, bias_at<V>(g, slot<U>(k)));
+                    u[k].add(b);
+                }
+                if (keep) {
+                    a[k].store(zg, slot<U>(k) * V);
+                    u[k].store(zu, slot<U>(k) * V);
+                }
+            }
+    }
+#pragma unroll
+    for (int k = 0; k < U; k++)
+        if (slot<U>(k) < g.nvec) {
+#pragma unroll
+            for (int j = 0; j < V; j++) a[k].f[j] = fmlp_act(ACT, a[k].f[j], slope) * u[k].f[j];
+            a[k].store(h, slot<U>(k) * V);
+        }
+}
+
+// dz = g * act'(z); h = act(z) when h != NULL. dz may alias g (each slot is read before
+// it is written, by the same thread).
+template <typename T, int V, int U, int ACT>
+__global__ void __launch_bounds__(kThreads)
+    fmlp_gemm_dact_kernel(Geom gm, const T* g, const T* z, T* dz, T* h, float slope) {
+    Chunk<T, V> a[U], b[U];
+#pragma unroll
+    for (int k = 0; k < U; k++)
+        if (slot<U>(k) < gm.nvec) {
+            a[k].load(g, slot<U>(k) * V);
+            b[k].load(z, slot<U>(k) * V);
         }
 #pragma unroll
-        for (int j = 0; j < V; j++) g.f[j] = fmlp_act(act, g.f[j], slope) * u.f[j];
-        g.store(h, i);
-    }
-}
-
-// dz = g * act'(z); h = act(z) when h != NULL
-template <typename T, int V>
-__global__ void fmlp_gemm_dact_kernel(int64_t chunks, const T* g, const T* z, T* dz, T* h, int act, float slope) {
-    FMLP_GRID_LOOP(chunks) {
-        int64_t i = c * V;
-        Chunk<T, V> a, b;
-        a.load(g, i);
-        b.load(z, i);
+    for (int k = 0; k < U; k++)
+        if (slot<U>(k) < gm.nvec) {
 #pragma unroll
-        for (int j = 0; j < V; j++) a.f[j] *= fmlp_dact(act, b.f[j], slope);
-        a.store(dz, i);
-        if (h) {
+            for (int j = 0; j < V; j++) a[k].f[j] *= fmlp_dact(ACT, b[k].f[j], slope);
+            a[k].store(dz, slot<U>(k) * V);
+            if (h) {
 #pragma unroll
-            for (int j = 0; j < V; j++) b.f[j] = fmlp_act(act, b.f[j], slope);
-            b.store(h, i);
+                for (int j = 0; j < V; j++) b[k].f[j] = fmlp_act(ACT, b[k].f[j], slope);
+                b[k].store(h, slot<U>(k) * V);
+            }
         }
-    }
 }
 
-// dzg = g * zu * act'(zg); dzu = g * act(zg)
-template <typename T, int V>
-__global__ void fmlp_gemm_dglu_kernel(int64_t chunks, const T* g, const T* zg, const T* zu, T* dzg, T* dzu, T* h,
-                                      int act, float slope) {
-    FMLP_GRID_LOOP(chunks) {
-        int64_t i = c * V;
-        Chunk<T, V> a, zgc, zuc, outg, outu;
-        a.load(g, i);
-        zgc.load(zg, i);
-        zuc.load(zu, i);
+// dzg = g * zu * act'(zg); dzu = g * act(zg); h = act(zg) * zu when h != NULL.
+template <typename T, int V, int U, int ACT>
+__global__ void __launch_bounds__(kThreads)
+    fmlp_gemm_dglu_kernel(Geom gm, const T* g, const T* zg, const T* zu, T* dzg, T* dzu, T* h, float slope) {
+    Chunk<T, V> a[U], zgc[U], zuc[U];
 #pragma unroll
-        for (int j = 0; j < V; j++) {
-            float ag = fmlp_act(act, zgc.f[j], slope);
-            outg.f[j] = a.f[j] * zuc.f[j] * fmlp_dact(act, zgc.f[j], slope);
-            outu.f[j] = a.f[j] * ag;
-            zgc.f[j] = ag * zuc.f[j];
+    for (int k = 0; k < U; k++)
+        if (slot<U>(k) < gm.nvec) {
+            a[k].load(g, slot<U>(k) * V);
+            zgc[k].load(zg, slot<U>(k) * V);
+            zuc[k].load(zu, slot<U>(k) * V);
         }
-        outg.store(dzg, i);
-        outu.store(dzu, i);
-        if (h) zgc.store(h, i);
-    }
+#pragma unroll
+    for (int k = 0; k < U; k++)
+        if (slot<U>(k) < gm.nvec) {
+            Chunk<T, V> outg, outu;
+#pragma unroll
+            for (int j = 0; j < V; j++) {
+                float ag = fmlp_act(ACT, zgc[k].f[j], slope);
+                outg.f[j] = a[k].f[j] * zuc[k].f[j] * fmlp_dact(ACT, zgc[k].f[j], slope);
+                outu.f[j] = a[k].f[j] * ag;
+                zgc[k].f[j] = ag * zuc[k].f[j];
+            }
+            outg.store(dzg, slot<U>(k) * V);
+            outu.store(dzu, slot<U>(k) * V);
+            if (h) zgc[k].store(h, slot<U>(k) * V);
+        }
 }
 
-template <typename T, int V>
-__global__ void fmlp_gemm_add_kernel(int64_t chunks, T* y, const T* t) {
-    FMLP_GRID_LOOP(chunks) {
-        int64_t i = c * V;
-        Chunk<T, V> a, b;
-        a.load(y, i);
-        b.load(t, i);
+// y += t
+template <typename T, int V, int U>
+__global__ void __launch_bounds__(kThreads) fmlp_gemm_add_kernel(Geom g, T* y, const T* t) {
+    Chunk<T, V> a[U], b[U];
 #pragma unroll
-        for (int j = 0; j < V; j++) a.f[j] += b.f[j];
-        a.store(y, i);
-    }
+    for (int k = 0; k < U; k++)
+        if (slot<U>(k) < g.nvec) {
+            a[k].load(y, slot<U>(k) * V);
+            b[k].load(t, slot<U>(k) * V);
+        }
+#pragma unroll
+    for (int k = 0; k < U; k++)
+        if (slot<U>(k) < g.nvec) {
+            a[k].add(b[k]);
+            a[k].store(y, slot<U>(k) * V);
+        }
 }
 
 // Column sums: block (32, 8) owns 32 columns and walks all rows, 8 at a time.
@@ -156,76 +234,140 @@ __global__ void fmlp_gemm_colsum_kernel(int64_t M, int64_t N, const T* dz, T* db
 
 template <typename T>
 __global__ void fmlp_gemm_fill_ones_kernel(int64_t n, T* out) {
-    FMLP_GRID_LOOP(n) out[c] = fmlp_from_f32<T>(1.0f);
+    for (int64_t c = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; c < n; c += (int64_t)gridDim.x * blockDim.x)
+        out[c] = fmlp_from_f32<T>(1.0f);
 }
 
-int grid_for(int64_t chunks) {
-    int64_t b = (chunks + kThreads - 1) / kThreads;
-    if (b > 65535 * 8) b = 65535 * 8;
-    return (int)(b < 1 ? 1 : b);
+inline bool aligned16(const void* p) { return ((uintptr_t)p & 15) == 0; }  // NULL counts as aligned
+
+template <int V, int U> struct Shape {
+    static constexpr int v = V, u = U;
+};
+
+// Calls launch(Shape<V, U>{}, geom) for a rows x cols pass: the 16-byte path when every row
+// is a whole number of vectors and every pointer is aligned, else the scalar path.
+// Returns 0, or -1 when the grid would exceed CUDA's limit (over 2^38 elements).
+template <typename T, typename F> int launch_ew(int64_t rows, int64_t cols, bool aligned, F&& launch) {
+    constexpr int V = fmlp_vec<T>::N;
+    const bool vec = aligned && cols % V == 0;
+    const int w = vec ? V : 1, u = vec ? kUnrollVec : kUnrollScalar;
+    Geom g;
+    g.nvec = rows * cols / w;
+    g.rowvec = cols / w;
+    g.narrow = g.nvec <= (int64_t)UINT32_MAX;
+    int64_t blocks = (g.nvec + (int64_t)u * kThreads - 1) / ((int64_t)u * kThreads);
+    if (blocks > INT32_MAX) return -1;
+    g.blocks = (unsigned)blocks;
+    if (vec)
+        launch(Shape<V, kUnrollVec>{}, g);
+    else
+        launch(Shape<1, kUnrollScalar>{}, g);
+    return 0;
 }
 
-// Runs K<T, V> with V = 16-byte vectors when every row is a whole number of vectors.
-#define FMLP_LAUNCH_VEC(dt, rows, cols, KERNEL, ...)                                            \
-    do {                                                                                         \
-        if ((rows) * (cols) == 0) break;                                                         \
-        FMLP_DISPATCH_DTYPE(dt, {                                                                \
-            constexpr int V = fmlp_vec<T>::N;                                                    \
-            if ((cols) % V == 0) {                                                               \
-                int64_t chunks = (rows) * (cols) / V;                                            \
-                KERNEL<T, V><<<grid_for(chunks), kThreads, 0, s>>>(chunks, __VA_ARGS__);         \
-            } else {                                                                             \
-                int64_t chunks = (rows) * (cols);                                                \
-                KERNEL<T, 1><<<grid_for(chunks), kThreads, 0, s>>>(chunks, __VA_ARGS__);         \
-            }                                                                                    \
-        });                                                                                      \
-    } while (0)
+// Binds ACT (a constexpr int) to the activation code act; unknown codes act as identity,
+// as fmlp_act does.
+#define FMLP_DISPATCH_ACT(act, ...)                                                       \
+    switch (act) {                                                                        \
+    case FMLP_ACT_RELU: { constexpr int ACT = FMLP_ACT_RELU; __VA_ARGS__; } break;        \
+    case FMLP_ACT_GELU: { constexpr int ACT = FMLP_ACT_GELU; __VA_ARGS__; } break;        \
+    case FMLP_ACT_GELU_TANH: { constexpr int ACT = FMLP_ACT_GELU_TANH; __VA_ARGS__; } break; \
+    case FMLP_ACT_SILU: { constexpr int ACT = FMLP_ACT_SILU; __VA_ARGS__; } break;        \
+    case FMLP_ACT_TANH: { constexpr int ACT = FMLP_ACT_TANH; __VA_ARGS__; } break;        \
+    case FMLP_ACT_SIGMOID: { constexpr int ACT = FMLP_ACT_SIGMOID; __VA_ARGS__; } break;  \
+    case FMLP_ACT_LEAKY_RELU: { constexpr int ACT = FMLP_ACT_LEAKY_RELU; __VA_ARGS__; } break; \
+    default: { constexpr int ACT = FMLP_ACT_IDENTITY; __VA_ARGS__; } break;               \
+    }
+
+int finish(int too_big, fmlp_status* st, const char* what) {
+    if (too_big) return fmlp_fail(st, FMLP_ERR_INVALID, "%s: tensor too large for one launch", what);
+    return fmlp_cuda_check(cudaGetLastError(), st, what);
+}
 
 }  // namespace
 
 extern "C" int fmlp_launch_bias_act(fmlp_dtype dt, int64_t M, int64_t N, void* z, const void* bias, void* h,
                                     int act, float slope, void* stream, fmlp_status* st) {
+    if (M * N == 0) return FMLP_OK;
     cudaStream_t s = (cudaStream_t)stream;
-    FMLP_LAUNCH_VEC(dt, M, N, fmlp_gemm_bias_act_kernel, N, (T*)z, (const T*)bias, (T*)h, act, slope);
-    return fmlp_cuda_check(cudaGetLastError(), st, "bias+activation kernel");
+    bool al = aligned16(z) && aligned16(bias) && aligned16(h);
+    int rc = 0;
+    FMLP_DISPATCH_DTYPE(dt, FMLP_DISPATCH_ACT(act, {
+        rc = launch_ew<T>(M, N, al, [&](auto sh, const Geom& g) {
+            fmlp_gemm_bias_act_kernel<T, decltype(sh)::v, decltype(sh)::u, ACT>
+                <<<g.blocks, kThreads, 0, s>>>(g, (T*)z, (const T*)bias, (T*)h, slope);
+        });
+    }));
+    return finish(rc, st, "bias+activation kernel");
 }
 
 extern "C" int fmlp_launch_glu(fmlp_dtype dt, int64_t M, int64_t N, void* zg, void* zu, const void* bg,
                                const void* bu, void* h, int act, float slope, void* stream, fmlp_status* st) {
+    if (M * N == 0) return FMLP_OK;
     cudaStream_t s = (cudaStream_t)stream;
     int keep = h != zg;
-    FMLP_LAUNCH_VEC(dt, M, N, fmlp_gemm_glu_kernel, N, (T*)zg, (T*)zu, (const T*)bg, (const T*)bu, (T*)h, act, slope, keep);
-    return fmlp_cuda_check(cudaGetLastError(), st, "gated activation kernel");
+    bool al = aligned16(zg) && aligned16(zu) && aligned16(bg) && aligned16(bu) && aligned16(h);
+    int rc = 0;
+    FMLP_DISPATCH_DTYPE(dt, FMLP_DISPATCH_ACT(act, {
+        rc = launch_ew<T>(M, N, al, [&](auto sh, const Geom& g) {
+            fmlp_gemm_glu_kernel<T, decltype(sh)::v, decltype(sh)::u, ACT><<<g.blocks, kThreads, 0, s>>>(
+                g, (T*)zg, (T*)zu, (const T*)bg, (const T*)bu, (T*)h, slope, keep);
+        });
+    }));
+    return finish(rc, st, "gated activation kernel");
 }
 
 extern "C" int fmlp_launch_dact(fmlp_dtype dt, int64_t M, int64_t N, const void* g, const void* z, void* dz,
                                 void* h, int act, float slope, void* stream, fmlp_status* st) {
+    if (M * N == 0) return FMLP_OK;
     cudaStream_t s = (cudaStream_t)stream;
-    FMLP_LAUNCH_VEC(dt, M, N, fmlp_gemm_dact_kernel, (const T*)g, (const T*)z, (T*)dz, (T*)h, act, slope);
-    return fmlp_cuda_check(cudaGetLastError(), st, "activation backward kernel");
+    bool al = aligned16(g) && aligned16(z) && aligned16(dz) && aligned16(h);
+    int rc = 0;
+    FMLP_DISPATCH_DTYPE(dt, FMLP_DISPATCH_ACT(act, {
+        rc = launch_ew<T>(M, N, al, [&](auto sh, const Geom& gm) {
+            fmlp_gemm_dact_kernel<T, decltype(sh)::v, decltype(sh)::u, ACT>
+                <<<gm.blocks, kThreads, 0, s>>>(gm, (const T*)g, (const T*)z, (T*)dz, (T*)h, slope);
+        });
+    }));
+    return finish(rc, st, "activation backward kernel");
 }
 
 extern "C" int fmlp_launch_dglu(fmlp_dtype dt, int64_t M, int64_t N, const void* g, const void* zg,
                                 const void* zu, void* dzg, void* dzu, void* h, int act, float slope, void* stream,
                                 fmlp_status* st) {
+    if (M * N == 0) return FMLP_OK;
     cudaStream_t s = (cudaStream_t)stream;
-    FMLP_LAUNCH_VEC(dt, M, N, fmlp_gemm_dglu_kernel, (const T*)g, (const T*)zg, (const T*)zu, (T*)dzg, (T*)dzu,
-                    (T*)h, act, slope);
-    return fmlp_cuda_check(cudaGetLastError(), st, "gated activation backward kernel");
+    bool al = aligned16(g) && aligned16(zg) && aligned16(zu) && aligned16(dzg) && aligned16(dzu) && aligned16(h);
+    int rc = 0;
+    FMLP_DISPATCH_DTYPE(dt, FMLP_DISPATCH_ACT(act, {
+        rc = launch_ew<T>(M, N, al, [&](auto sh, const Geom& gm) {
+            fmlp_gemm_dglu_kernel<T, decltype(sh)::v, decltype(sh)::u, ACT><<<gm.blocks, kThreads, 0, s>>>(
+                gm, (const T*)g, (const T*)zg, (const T*)zu, (T*)dzg, (T*)dzu, (T*)h, slope);
+        });
+    }));
+    return finish(rc, st, "gated activation backward kernel");
 }
 
 extern "C" int fmlp_launch_fill_ones(fmlp_dtype dt, int64_t n, void* ones, void* stream, fmlp_status* st) {
     cudaStream_t s = (cudaStream_t)stream;
     if (n == 0) return FMLP_OK;
-    FMLP_DISPATCH_DTYPE(dt, { fmlp_gemm_fill_ones_kernel<T><<<grid_for(n), kThreads, 0, s>>>(n, (T*)ones); });
+    int64_t b = (n + 255) / 256;
+    unsigned blocks = (unsigned)(b > 65535 * 8 ? 65535 * 8 : b);
+    FMLP_DISPATCH_DTYPE(dt, { fmlp_gemm_fill_ones_kernel<T><<<blocks, 256, 0, s>>>(n, (T*)ones); });
     return fmlp_cuda_check(cudaGetLastError(), st, "fill kernel");
 }
 
 extern "C" int fmlp_launch_add(fmlp_dtype dt, int64_t n, void* y, const void* t, void* stream, fmlp_status* st) {
+    if (n == 0) return FMLP_OK;
     cudaStream_t s = (cudaStream_t)stream;
-    int64_t one = 1;
-    FMLP_LAUNCH_VEC(dt, one, n, fmlp_gemm_add_kernel, (T*)y, (const T*)t);
-    return fmlp_cuda_check(cudaGetLastError(), st, "add kernel");
+    bool al = aligned16(y) && aligned16(t);
+    int rc = 0;
+    FMLP_DISPATCH_DTYPE(dt, {
+        rc = launch_ew<T>(1, n, al, [&](auto sh, const Geom& g) {
+            fmlp_gemm_add_kernel<T, decltype(sh)::v, decltype(sh)::u><<<g.blocks, kThreads, 0, s>>>(g, (T*)y, (const T*)t);
+        });
+    });
+    return finish(rc, st, "add kernel");
 }
 
 extern "C" int fmlp_launch_colsum(fmlp_dtype dt, int64_t M, int64_t N, const void* dz, void* db, void* stream,

@@ -1,6 +1,9 @@
 /* fmlp_epilogue.h — elementwise CUDA kernels of the GEMM strategy (fmlp_epilogue.cu).
- * All tensors are row-major (M, N) in dtype dt unless stated; float32 arithmetic;
- * launched on `stream`; return FMLP_OK or a CUDA error in st. */
+ * All tensors are row-major (M, N) in dtype dt unless stated; float32 arithmetic, one
+ * rounding per output; launched on `stream`; any pointer alignment and width (16-byte
+ * aligned pointers with N % (16 / element size) == 0 take the vector path, others the
+ * scalar one, with bit-identical results); return FMLP_OK, or a CUDA error (or
+ * FMLP_ERR_INVALID past 2^38 elements) in st. */
 #ifndef FMLP_EPILOGUE_H
 #define FMLP_EPILOGUE_H
 #include "../fmlp.h"

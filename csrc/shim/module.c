@@ -7,6 +7,7 @@
 #define Py_LIMITED_API 0x03090000
 #include <Python.h>
 #include "ops.h"
+#include "epilogue_hook.h"
 #include "../fmlp.h"
 #ifdef FMLP_WITH_CUDA
 #include "../fmlp_cuda.h"
@@ -102,6 +103,7 @@ static PyObject* cuda_plan(PyObject* self, PyObject* args) {
 static PyMethodDef methods[] = {
     {"has_cuda", has_cuda, METH_NOARGS, "True when this build contains the CUDA kernels."},
     {"cuda_plan", cuda_plan, METH_VARARGS, "The CUDA strategy for a call, and why."},
+    {"_epilogue", fmlp_py_epilogue, METH_VARARGS, "Test hook: one GEMM-strategy elementwise kernel."},
     {NULL, NULL, 0, NULL},
 };
 
