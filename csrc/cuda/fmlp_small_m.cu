@@ -1,4 +1,4 @@
-/* fmlp_small_m.cu — the single-launch small-M forward (M <= 64 rows), CUDA C. Version 3.
+/* fmlp_small_m.cu — the single-launch small-M forward (M <= 64 rows), CUDA C. Version 4.
  *
  * Regime: few tokens at transformer widths. The work is bound by reading the weights
  * from HBM once, so one persistent cooperative launch (1 block of 8 warps per SM, all
@@ -26,22 +26,22 @@
  *   unit   16 rows (gated: 16 gate + the 16 matching up rows) × one K range; the block's
  *          RT row tiles × KS K splits (RT*KS ~ 8) are spread over its 8 warps
  *   A      weights from shared memory (16-byte ld.shared, padded rows: no bank conflicts)
- *   B      the layer input h (x, or the previous layer's output in the workspace: L2),
- *          16-byte global loads straight into registers, double-buffered in chunks
+ *   B      the layer input h (x, or the previous layer's output in the workspace: L2):
+ *          sm_90, 16-byte rows that fit: staged in shared memory (x by bulk copies queued
+ *          ahead of the weights, h by cp.async right after the grid barrier), read with
+ *          ld.shared; otherwise 16-byte global loads into registers, double-buffered
  *   MMA    mma.sync m16n8k16 bf16/fp16 with fp32 accumulators (float32: FFMA, no TF32)
  *   reduce each unit writes its fp32 tile to shared memory; after __syncthreads the
  *          threads sum the KS splits in split order (deterministic), add the bias (kept
  *          in shared memory since entry), save z, apply the activation / gate product,
  *          and write h_{i+1} (dtype) with coalesced stores
  *
- * Status (H100, NOTES.md "CUDA small-M kernel", v3): correct on the 48-case harness check
- * in every variant; graph replay, hot / cold: 13.6 / 17.3 us (M=1), 17.2 / 20.4 us (M=16),
- * 30.7 / 33.4 us (GeGLU M=64); eager 15.2 / 17.3 / 21.2 us; floor 5.7 / 5.7 / 4.8 us. Per-phase
- * stamps show a chain of ~1 us memory latencies, not a bandwidth limit: the B operand
- * walked in register chunks from L2 (layer 1, and layer 0 at M=64), ~3 us before the first
- * loads return, ~1.5 us per grid barrier. Next: B staged through shared memory by bulk
- * copies, and a deterministic split without atomics (NOTES.md). The dispatcher uses this
- * kernel only where it measured fastest (fmlp_dispatch.c).
+ * Status (H100, NOTES.md "CUDA small-M kernel", v4): correct on the 48-case harness check
+ * in every variant; graph replay, cold / hot: 14.0 / 12.8 us (M=1), 17.7 / 16.6 us (M=16),
+ * 33.9 / 31.5 us (GeGLU M=64); eager 15.3 / 17.3 / 21.3 us; floor 5.7 / 5.7 / 4.8 us. Stamps:
+ * ~2 us of dependent parameter reads before the stream is issued, compute phases 3-5x
+ * slower than their instruction counts, ~1.4 us per grid barrier (NOTES.md: next steps).
+ * The dispatcher uses this kernel only where it measured fastest (fmlp_dispatch.c).
  *
  * Build: setup.py (nvcc -O3 ... -gencode sm_90a and sm_80). Tested and timed by
  * dev/cuda/small_m/bench_small_m.cu (CPU double reference, poisoned outputs, dirty
@@ -85,6 +85,10 @@ typedef struct {
     int pending;        /* commit groups of later layers outstanding when this layer waits */
     int wvec;           /* weights allow 16-byte cp.async (K*es % 16 == 0, aligned)          */
     int hvec;           /* input allows 16-byte loads                                      */
+    int stage_off;      /* >= 0: the layer input is staged in shared memory at this byte    */
+                        /* offset (M rows of hstride bytes, zero past K) before the MMAs;   */
+                        /* -1: B is read from global in register chunks                     */
+    int hstride;        /* staged row stride in bytes (padded against bank conflicts)       */
     /* split K across blocks (the last layer only, S > 1): tile (row group rg, K split ks)
      * of block b = rg*S + ks covers rows [rg*Rmax, +Rmax) × columns [ks*KT, +KT); the
      * tiles' fp32 sums meet in `acc` (red.add) and the last tile of a row group to arrive
@@ -104,6 +108,8 @@ typedef struct {
     int bulk;           /* sm_90: weights by cp.async.bulk (one per row segment) + mbarriers */
     float* zero;        /* ws: floats zeroed at kernel entry (the split layer's acc and cnt) */
     int nzero;          /* their count (a multiple of 4)                                    */
+    const void* x;      /* layer 0's input (staged by bulk copies at entry when layer 0 is)  */
+    int early;          /* bulk: the stream is issued before the entry barrier (default; FMLP_SM_EARLY=0: after) */
 } sm_params;
 
 /* ========================================================================== */
@@ -239,14 +245,23 @@ static __device__ __forceinline__ void bulk_g2s(uint32_t dst, const void* src, u
 }
 
 #ifdef FMLP_SM_PROF
-/* dev only (dev/cuda/small_m prof mode): %globaltimer stamps per block and phase */
+/* dev only (dev/cuda/small_m prof mode): per block and phase, the SM's clock64 (phases are
+ * timed against the block's own entry; %globaltimer ticks only every ~1 us here) and, at
+ * entry, %globaltimer (the blocks' start skew) */
 __device__ unsigned long long g_sm_prof[1024][16];
+__device__ unsigned long long g_sm_gt[1024];
 static __device__ __forceinline__ void sm_stamp(int k) {
-    unsigned long long t;
-    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
-    g_sm_prof[blockIdx.x][k] = t;
+    g_sm_prof[blockIdx.x][k] = (unsigned long long)clock64();
+    if (k == 0) {
+        unsigned long long t;
+        asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+        g_sm_gt[blockIdx.x] = t;
+    }
 }
-extern "C" int fmlp_small_m_dev_prof(void* dst) { return (int)cudaMemcpyFromSymbol(dst, g_sm_prof, sizeof g_sm_prof); }
+extern "C" int fmlp_small_m_dev_prof(void* dst, void* gt) {
+    int e = (int)cudaMemcpyFromSymbol(dst, g_sm_prof, sizeof g_sm_prof);
+    return e ? e : (int)cudaMemcpyFromSymbol(gt, g_sm_gt, sizeof g_sm_gt);
+}
 #define SM_STAMP(k, who) do { if (threadIdx.x == (who)) sm_stamp(k); } while (0)
 #else
 #define SM_STAMP(k, who) do { } while (0)
@@ -458,6 +473,106 @@ static __device__ __forceinline__ void sm_unit_mma(const sm_params& P, const sm_
             }
 }
 
+/* The same unit with B (the layer input) staged in shared memory (Ly.stage_off >= 0):
+ * every operand is a 16-byte ld.shared, no global round trip inside the K loop. Staged
+ * rows are M tokens of hstride bytes (≡ 64 mod 128: the two tokens of a quarter-warp
+ * fall in distinct banks), zero past K; tokens >= M read as zeros. */
+template <typename T, int MT, bool G>
+static __device__ __forceinline__ void sm_unit_mma_staged(const sm_params& P, const sm_layer& Ly, const char* smem,
+                                                          const sm_tile& tl, int u, int lane, float* red) {
+    constexpr int NM = G ? 2 : 1;
+    const int rt = u / Ly.KS, s = u - rt * Ly.KS;
+    const int g = lane >> 2, t = lane & 3;
+    const int rlo = rt * 16 + g, rhi = rlo + 8;
+    const bool vlo = rlo < tl.R, vhi = rhi < tl.R;
+    const uint32_t wbase = smem_u32(smem + Ly.w_off);
+    uint32_t alo[NM], ahi[NM];
+#pragma unroll
+    for (int j = 0; j < NM; j++) {
+        alo[j] = wbase + (uint32_t)((j * Ly.Rmax + rlo) * Ly.wstride + 16 * t);
+        ahi[j] = wbase + (uint32_t)((j * Ly.Rmax + rhi) * Ly.wstride + 16 * t);
+    }
+    const uint32_t hbase = smem_u32(smem + Ly.stage_off);
+    uint32_t bp[MT];
+    bool bv[MT];
+#pragma unroll
+    for (int nt = 0; nt < MT; nt++) {
+        const int tok = nt * 8 + g;
+        bv[nt] = tok < P.M;
+        bp[nt] = hbase + (uint32_t)((bv[nt] ? tok : 0) * Ly.hstride + 16 * t);
+    }
+    const int kbeg = s * Ly.KB * 32;
+    const int kend = min(Ly.Kp, kbeg + Ly.KB * 32);
+
+    /* independent accumulator chains: two (even / odd 32-column blocks) at MT <= 2, where
+     * a K step has too few MMAs to hide their latency; one at MT >= 4 (registers) */
+    constexpr int NC = MT <= 2 ? 2 : 1;
+    float acc[NC][NM][MT][4];
+#pragma unroll
+    for (int a = 0; a < NC; a++)
+#pragma unroll
+        for (int j = 0; j < NM; j++)
+#pragma unroll
+            for (int nt = 0; nt < MT; nt++)
+#pragma unroll
+                for (int c = 0; c < 4; c++) acc[a][j][nt][c] = 0.f;
+#pragma unroll 2
+    for (int k = kbeg; k < kend; k += 32) {
+        const int a = NC == 2 ? ((k - kbeg) >> 5) & 1 : 0;
+        const uint32_t kb = (uint32_t)(k * 2);
+        uint4 b[MT];
+#pragma unroll
+        for (int nt = 0; nt < MT; nt++) b[nt] = bv[nt] ? lds128(bp[nt] + kb) : make_uint4(0, 0, 0, 0);
+#pragma unroll
+        for (int j = 0; j < NM; j++) {
+            const uint4 lo = vlo ? lds128(alo[j] + kb) : make_uint4(0, 0, 0, 0);
+            const uint4 hi = vhi ? lds128(ahi[j] + kb) : make_uint4(0, 0, 0, 0);
+            const uint32_t a0[4] = {lo.x, hi.x, lo.y, hi.y};
+            const uint32_t a1[4] = {lo.z, hi.z, lo.w, hi.w};
+#pragma unroll
+            for (int nt = 0; nt < MT; nt++) {
+                if (a == 0) {
+                    mma16816<T>(acc[0][j][nt], a0, b[nt].x, b[nt].y);
+                    mma16816<T>(acc[0][j][nt], a1, b[nt].z, b[nt].w);
+                } else {
+                    mma16816<T>(acc[NC - 1][j][nt], a0, b[nt].x, b[nt].y);
+                    mma16816<T>(acc[NC - 1][j][nt], a1, b[nt].z, b[nt].w);
+                }
+            }
+        }
+    }
+    const int RS = P.RS;
+    float* ru = red + (size_t)u * NM * 16 * RS;
+#pragma unroll
+    for (int j = 0; j < NM; j++)
+#pragma unroll
+        for (int nt = 0; nt < MT; nt++)
+#pragma unroll
+            for (int c = 0; c < 4; c++)
+                ru[(j * 16 + g + 8 * (c >> 1)) * RS + nt * 8 + 2 * t + (c & 1)] = acc[0][j][nt][c] + (NC == 2 ? acc[NC - 1][j][nt][c] : 0.f);
+}
+
+/* Stages rows [0, M) of the layer input into shared memory with 16-byte cp.async (all
+ * threads; columns [K, Kp) zero-filled by the copies' src-size), one commit group. */
+template <typename T>
+static __device__ __forceinline__ void sm_stage_input_async(const sm_layer& Ly, char* smem, int M) {
+    const int cpr = Ly.Kp / 8; /* 16-byte chunks per staged row (16-bit types) */
+    const int kb = Ly.K * 2;
+    const uint32_t base = smem_u32(smem + Ly.stage_off);
+    const char* in = (const char*)Ly.in;
+    int m = 0, c = threadIdx.x;
+    while (c >= cpr) { c -= cpr; m++; }
+    const int step_m = FMLP_SM_THREADS / cpr, step_c = FMLP_SM_THREADS - step_m * cpr;
+    for (; m < M;) {
+        const int nb = min(16, max(0, kb - c * 16));
+        cp_async16(base + (uint32_t)(m * Ly.hstride + c * 16), in + (size_t)m * kb + (nb ? c * 16 : 0), nb);
+        m += step_m;
+        c += step_c;
+        if (c >= cpr) { c -= cpr; m++; }
+    }
+    cp_async_commit();
+}
+
 /* ========================================================================== */
 /* One unit: FFMA path (float32, no TF32)                                      */
 /* ========================================================================== */
@@ -518,7 +633,7 @@ static __device__ __forceinline__ void sm_unit_ffma(const sm_params& P, const sm
 /* ========================================================================== */
 
 template <typename T, int MT, bool G>
-static __device__ __forceinline__ void sm_layer_run(const sm_params& P, const sm_layer& Ly, uint64_t* bar, int pending,
+static __device__ __forceinline__ void sm_layer_run(const sm_params& P, const sm_layer& Ly, uint64_t* bar, uint64_t* xbar, int pending,
                                                     const float* sbias, char* smem, const sm_tile& tl, int* s_last,
                                                     uint4 (&pre)[sm_mcfg<MT>::CH][MT], bool have_pre, int li) {
     (void)li; /* phase stamps (dev builds) */
@@ -527,6 +642,18 @@ static __device__ __forceinline__ void sm_layer_run(const sm_params& P, const sm
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     float* red = (float*)(smem + P.red_off);
     if constexpr (sizeof(T) == 2) {
+        if (Ly.stage_off >= 0) {
+            /* staged input: layer 0's rows were bulk-copied at entry (ahead of the weight
+             * stream, on xbar); later layers' rows (h from L2, written by every block before
+             * the grid barrier) are fetched now, all in flight at once */
+            if (li > 0) sm_stage_input_async<T>(Ly, smem, P.M);
+            else mbar_wait0(xbar);
+            if (bar) mbar_wait0(bar);
+            if (li > 0) cp_async_wait(0);
+            __syncthreads();
+            SM_STAMP(li ? 9 : 4, 0);
+            for (int u = warp; u < Ly.units; u += FMLP_SM_WARPS) sm_unit_mma_staged<T, MT, G>(P, Ly, smem, tl, u, lane, red);
+        } else {
         /* the first B chunk of this warp's first unit is loaded before waiting for the
          * weights, so its L2 latency overlaps the rest of the stream (layer 0 in bulk mode:
          * loaded by the caller before the stream was issued) */
@@ -539,6 +666,7 @@ static __device__ __forceinline__ void sm_layer_run(const sm_params& P, const sm
         __syncthreads();
         SM_STAMP(li ? 9 : 4, 0);
         for (int u = warp; u < Ly.units; u += FMLP_SM_WARPS) sm_unit_mma<T, MT, G>(P, Ly, smem, tl, u, lane, red, pre, u == warp);
+        }
     } else {
         if (bar) mbar_wait0(bar);
         else cp_async_wait(pending);
@@ -601,40 +729,92 @@ static __device__ __forceinline__ void sm_layer_run(const sm_params& P, const sm
     }
 }
 
-/* Biases of every layer's tile -> shared fp32 (zeros when absent). The loads of a pass are
- * all issued before any store, so the pass costs one memory round trip. */
-template <typename T>
-static __device__ __forceinline__ void sm_load_biases(const sm_layer* lay, int L, float* sb, int tid, int nthreads) {
-    constexpr int V = 4;
+/* Biases of every layer's tile -> shared fp32 (zeros when absent), in batches of 4 per
+ * thread: a batch's loads are all issued before any store (one memory round trip). The
+ * first batch is fetched before the entry barrier, from the parameter space, so its loads
+ * go out ahead of the weight stream (v3 stamps: loads issued behind the bulk copies
+ * returned after them, 7 us into a cold call); its raw values wait in registers. */
+template <typename T> struct sm_bias_batch { T v[4]; int dst[4]; };
+
+static __device__ __forceinline__ int sm_bias_total(const sm_layer* lay, int L) {
     int total = 0;
     for (int li = 0; li < L; li++) total += (1 + lay[li].G) * sm_tile_of(lay[li], blockIdx.x, gridDim.x).R;
-    for (int base = tid; base < total; base += V * nthreads) {
-        float v[V];
-        int dst[V];
+    return total;
+}
+
+template <typename T>
+static __device__ __forceinline__ void sm_bias_fetch(const sm_layer* lay, int L, int total, int base, int nthreads,
+                                                     sm_bias_batch<T>& bt) {
 #pragma unroll
-        for (int q = 0; q < V; q++) {
-            int i = base + q * nthreads;
-            dst[q] = -1;
-            v[q] = 0.f;
-            if (i < total) {
-                for (int li = 0; li < L; li++) {
-                    const sm_layer& Ly = lay[li];
-                    const sm_tile tl = sm_tile_of(Ly, blockIdx.x, gridDim.x);
-                    const int n = (1 + Ly.G) * tl.R;
-                    if (i < n) {
-                        const int j = i >= tl.R ? 1 : 0, r = i - j * tl.R;
-                        const T* b = (const T*)Ly.b[j];
-                        dst[q] = Ly.b_off + j * Ly.Rmax + r;
-                        if (b) v[q] = sm_type<T>::to_f(b[tl.r0 + r]);
-                        break;
-                    }
-                    i -= n;
+    for (int q = 0; q < 4; q++) {
+        int i = base + q * nthreads;
+        bt.dst[q] = -1;
+        bt.v[q] = sm_type<T>::from_f(0.f);
+        if (i < total) {
+            for (int li = 0; li < L; li++) {
+                const sm_layer& Ly = lay[li];
+                const sm_tile tl = sm_tile_of(Ly, blockIdx.x, gridDim.x);
+                const int n = (1 + Ly.G) * tl.R;
+                if (i < n) {
+                    const int j = i >= tl.R ? 1 : 0, r = i - j * tl.R;
+                    const T* b = (const T*)Ly.b[j];
+                    bt.dst[q] = Ly.b_off + j * Ly.Rmax + r;
+                    if (b) bt.v[q] = b[tl.r0 + r];
+                    break;
                 }
+                i -= n;
             }
         }
+    }
+}
+
+template <typename T>
+static __device__ __forceinline__ void sm_bias_put(float* sb, const sm_bias_batch<T>& bt) {
 #pragma unroll
-        for (int q = 0; q < V; q++)
-            if (dst[q] >= 0) sb[dst[q]] = v[q];
+    for (int q = 0; q < 4; q++)
+        if (bt.dst[q] >= 0) sb[bt.dst[q]] = sm_type<T>::to_f(bt.v[q]);
+}
+
+/* The batches from `from` on (the first `from` entries were fetched before the barrier). */
+template <typename T>
+static __device__ __forceinline__ void sm_load_biases(const sm_layer* lay, int L, float* sb, int tid, int nthreads,
+                                                      int from) {
+    const int total = sm_bias_total(lay, L);
+    for (int base = from + tid; base < total; base += 4 * nthreads) {
+        sm_bias_batch<T> bt;
+        sm_bias_fetch<T>(lay, L, total, base, nthreads, bt);
+        sm_bias_put<T>(sb, bt);
+    }
+}
+
+/* Zeroes columns [K, Kp) of the M staged input rows (the bulk copies fill [0, K)). */
+static __device__ __forceinline__ void sm_zero_stage_pad(const sm_layer& Ly, char* smem, int M, int tid, int nthreads) {
+    const int c0 = Ly.K / 8, per = Ly.Kp / 8 - c0; /* 16-byte chunks (16-bit types, K % 8 == 0) */
+    for (int i = tid; i < M * per; i += nthreads) {
+        const int m = i / per, c = c0 + (i - m * per);
+        *(uint4*)(smem + Ly.stage_off + m * Ly.hstride + c * 16) = make_uint4(0, 0, 0, 0);
+    }
+}
+
+/* sm_90 producer (one warp): x's staged rows (layer 0's input, when staged: first in the
+ * queue), then every layer's weight row segments, each layer on its own mbarrier. */
+template <typename T>
+static __device__ __forceinline__ void sm_issue_all_bulk(const sm_params& P, const sm_layer* lay, char* smem,
+                                                         uint64_t* mbar, int lane) {
+    const sm_layer& L0 = lay[0];
+    uint64_t* xbar = &mbar[FMLP_MAX_LAYERS];
+    if (L0.stage_off >= 0) {
+        const unsigned rowb = (unsigned)(L0.K * (int)sizeof(T));
+        if (lane == 0) mbar_expect_tx(xbar, rowb * (unsigned)P.M);
+        __syncwarp();
+        for (int m = lane; m < P.M; m += 32)
+            bulk_g2s(smem_u32(smem + L0.stage_off + m * L0.hstride), (const char*)P.x + (size_t)m * rowb, rowb, xbar);
+    }
+    for (int li = 0; li < P.L; li++) {
+        const sm_layer& Ly = lay[li];
+        const sm_tile tl = sm_tile_of(Ly, blockIdx.x, gridDim.x);
+        if (tl.R > 0) sm_issue_layer_bulk<T>(Ly, smem, tl, &mbar[li], lane);
+        if (li == 0) SM_STAMP(13, FMLP_SM_ISSUE);
     }
 }
 
@@ -647,50 +827,72 @@ __global__ void __launch_bounds__(FMLP_SM_THREADS, 1) fmlp_forward_small_m_kerne
     /* shared: [biases fp32: per layer (1+G)*Rmax] [red fp32: units*(1+G)*16*RS]
      *         [weights: per layer (1+G)*Rmax rows of wstride bytes, zero-padded to Kp] */
     extern __shared__ __align__(128) char smem[];
-    __shared__ __align__(8) uint64_t mbar[FMLP_MAX_LAYERS];
+    __shared__ __align__(8) uint64_t mbar[FMLP_MAX_LAYERS + 1]; /* per layer's weights; [MAX]: staged x */
     __shared__ int s_last;
     /* the layer descriptions, copied once: read from the (12 KB) parameter space with a
      * dynamic layer index, every field is a constant-cache miss on first touch */
     __shared__ __align__(16) sm_layer lay[FMLP_MAX_LAYERS];
     const int L = P.L, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     float* sb = (float*)smem;
+    uint64_t* xbar = &mbar[FMLP_MAX_LAYERS];
     SM_STAMP(0, 0);
-    if (P.bulk && threadIdx.x == 0) {
+    /* the mbarriers are set up by the lane that will issue the bulk copies (no block
+     * barrier between: in P.early mode it issues them before the entry barrier) */
+    if (P.bulk && threadIdx.x == FMLP_SM_ISSUE) {
         for (int li = 0; li < L; li++) mbar_init(&mbar[li], 1);
+        mbar_init(xbar, 1);
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
         asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
         asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
 #endif
     }
-    {
-        const int words = L * (int)(sizeof(sm_layer) / 4);
-        for (int i = threadIdx.x; i < words; i += FMLP_SM_THREADS) ((int*)lay)[i] = ((const int*)P.layer)[i];
-        __syncthreads(); /* the layer copies and the mbarriers are ready */
+    if (P.bulk && P.early && warp == FMLP_SM_WARPS - 1) {
+        /* the stream is issued at once, descriptions read from the parameter space, before
+         * the block barrier below (v4 run 2: -1.8 us cold at M=1 against issuing after it;
+         * dev knob FMLP_SM_EARLY=0 issues after it) */
+        __syncwarp();
+        sm_issue_all_bulk<T>(P, P.layer, smem, mbar, lane);
     }
-    uint4 pre[sm_mcfg<MT>::CH][MT]; /* this warp's first B chunk of layer 0 (16-bit, bulk mode) */
+    uint4 pre[sm_mcfg<MT>::CH][MT]; /* this warp's first B chunk of layer 0 (16-bit, bulk mode, not staged) */
     bool have_pre = false;
-    if (P.bulk) {
-        /* sm_90: the last warp issues one bulk copy per weight row segment of every layer
-         * (a few dozen instructions) at once, layer by layer, each layer completing on its
-         * own mbarrier. Meanwhile the other warps load the biases and their first input
-         * chunk and zero the shared row padding. */
-        if (warp == FMLP_SM_WARPS - 1) {
-            for (int li = 0; li < L; li++) {
-                const sm_layer& Ly = lay[li];
-                const sm_tile tl = sm_tile_of(Ly, blockIdx.x, gridDim.x);
-                if (tl.R > 0) sm_issue_layer_bulk<T>(Ly, smem, tl, &mbar[li], lane);
-            }
-            SM_STAMP(1, FMLP_SM_ISSUE);
-        } else {
-            if constexpr (sizeof(T) == 2) {
-                const sm_layer& L0 = lay[0];
+    sm_bias_batch<T> bias0; /* bulk mode: the first bias batch, fetched before the stream is issued */
+    const bool early = P.bulk && warp < FMLP_SM_WARPS - 1;
+    if (early) {
+        /* critical-path loads first (the bulk copies issued after the barrier below would
+         * otherwise be ahead of them): the first bias batch and layer 0's first B chunk,
+         * left in flight across the barrier (read from the parameter space: lay is not
+         * ready yet) */
+        sm_bias_fetch<T>(P.layer, L, sm_bias_total(P.layer, L), threadIdx.x, FMLP_SM_ISSUE, bias0);
+        SM_STAMP(14, 0);
+        if constexpr (sizeof(T) == 2) {
+            const sm_layer& L0 = P.layer[0];
+            if (L0.stage_off < 0) {
                 const sm_tile t0 = sm_tile_of(L0, blockIdx.x, gridDim.x);
                 if (t0.R > 0 && warp < L0.units)
                     sm_load_b<T, MT>(pre, (const T*)L0.in + t0.k0, L0.K, t0.kt, P.M, (warp % L0.KS) * L0.KB * 32, L0.hvec, lane);
                 have_pre = true;
             }
-            sm_load_biases<T>(lay, L, sb, threadIdx.x, FMLP_SM_ISSUE);
+        }
+    }
+    {
+        const int words = L * (int)(sizeof(sm_layer) / 4);
+        for (int i = threadIdx.x; i < words; i += FMLP_SM_THREADS) ((int*)lay)[i] = ((const int*)P.layer)[i];
+        __syncthreads(); /* the layer copies and the mbarriers are ready */
+        SM_STAMP(12, 0);
+    }
+    if (P.bulk) {
+        /* sm_90: the last warp issues one bulk copy per staged row of x (layer 0's input, when
+         * staged), then one per weight row segment of every layer (a few dozen instructions),
+         * layer by layer, each layer completing on its own mbarrier. Meanwhile the other
+         * warps store the biases and zero the shared row padding. */
+        if (warp == FMLP_SM_WARPS - 1) {
+            if (!P.early) sm_issue_all_bulk<T>(P, lay, smem, mbar, lane);
+            SM_STAMP(1, FMLP_SM_ISSUE);
+        } else {
+            sm_bias_put<T>(sb, bias0);
+            sm_load_biases<T>(lay, L, sb, threadIdx.x, FMLP_SM_ISSUE, 4 * FMLP_SM_ISSUE);
             SM_STAMP(2, 0);
+            if (lay[0].stage_off >= 0) sm_zero_stage_pad(lay[0], smem, P.M, threadIdx.x, FMLP_SM_ISSUE);
             for (int li = 0; li < L; li++) {
                 const sm_layer& Ly = lay[li];
                 sm_zero_pad<T>(Ly, smem, sm_tile_of(Ly, blockIdx.x, gridDim.x), threadIdx.x, FMLP_SM_ISSUE);
@@ -712,7 +914,7 @@ __global__ void __launch_bounds__(FMLP_SM_THREADS, 1) fmlp_forward_small_m_kerne
         for (int i = blockIdx.x * FMLP_SM_THREADS + threadIdx.x; i < P.nzero / 4; i += gridDim.x * FMLP_SM_THREADS)
             z[i] = make_float4(0.f, 0.f, 0.f, 0.f);
     }
-    if (!P.bulk && threadIdx.x >= FMLP_SM_ISSUE) sm_load_biases<T>(lay, L, sb, threadIdx.x - FMLP_SM_ISSUE, 32);
+    if (!P.bulk && threadIdx.x >= FMLP_SM_ISSUE) sm_load_biases<T>(lay, L, sb, threadIdx.x - FMLP_SM_ISSUE, 32, 0);
     /* layers (each waits for its own tile inside sm_layer_run) */
     for (int li = 0; li < L; li++) {
         const sm_layer& Ly = lay[li];
@@ -729,8 +931,8 @@ __global__ void __launch_bounds__(FMLP_SM_THREADS, 1) fmlp_forward_small_m_kerne
         if (tl.R > 0) {
             SM_STAMP(li ? 8 : 3, 0);
             const bool hp = have_pre && li == 0;
-            if (Ly.G) sm_layer_run<T, MT, true>(P, Ly, bar, Ly.pending, sb + Ly.b_off, smem, tl, &s_last, pre, hp, li);
-            else sm_layer_run<T, MT, false>(P, Ly, bar, Ly.pending, sb + Ly.b_off, smem, tl, &s_last, pre, hp, li);
+            if (Ly.G) sm_layer_run<T, MT, true>(P, Ly, bar, &mbar[FMLP_MAX_LAYERS], Ly.pending, sb + Ly.b_off, smem, tl, &s_last, pre, hp, li);
+            else sm_layer_run<T, MT, false>(P, Ly, bar, &mbar[FMLP_MAX_LAYERS], Ly.pending, sb + Ly.b_off, smem, tl, &s_last, pre, hp, li);
             SM_STAMP(li ? 11 : 6, 0);
         }
         if (li + 1 < L) { /* grid barrier (cooperative launch): h_{i+1} of every block is visible after it */
@@ -751,6 +953,7 @@ typedef struct {
         KB[FMLP_MAX_LAYERS], units[FMLP_MAX_LAYERS], w_off[FMLP_MAX_LAYERS], b_off[FMLP_MAX_LAYERS],
         issue_at[FMLP_MAX_LAYERS], pending[FMLP_MAX_LAYERS];
     int S[FMLP_MAX_LAYERS], RG[FMLP_MAX_LAYERS], KT[FMLP_MAX_LAYERS];
+    int stage_off[FMLP_MAX_LAYERS], hstride[FMLP_MAX_LAYERS]; /* staged input (-1: none) */
     int mode; /* 0: all layers streamed from entry, 1: two alternating regions, 2: one region */
     size_t zero_bytes;                         /* workspace: [split acc | counters] zeroed in-kernel */
     size_t off_acc, off_cnt;
@@ -824,6 +1027,16 @@ static int sm_split_choice(int N, int K, int64_t M, int es, int grid, int* RG, i
     return bS;
 }
 
+/* FMLP_SM_STAGE=0 (dev knob): never stage layer inputs in shared memory (v3 behaviour). */
+static int sm_stage_enabled(void) {
+    static int env = -2;
+    if (env == -2) {
+        const char* e = getenv("FMLP_SM_STAGE");
+        env = e && *e ? atoi(e) : -1;
+    }
+    return env != 0;
+}
+
 /* Deterministic in (d, dt, M, ctx). Returns NULL, or why the shape is not supported. */
 static const char* sm_make_plan(const fmlp_desc* d, fmlp_dtype dt, int64_t M, const fmlp_cuda_ctx* ctx,
                                 sm_plan* pl) {
@@ -869,10 +1082,30 @@ static const char* sm_make_plan(const fmlp_desc* d, fmlp_dtype dt, int64_t M, co
     }
     const size_t cap = (size_t)optin - FMLP_SM_STATIC_SMEM; /* static shared: layer copies, mbarriers, flag */
     size_t total;
-    if (w0 + wbytes <= cap) { /* mode 0: every layer's slice streams from kernel entry */
+    for (int i = 0; i < L; i++) pl->stage_off[i] = -1;
+    if (w0 + wbytes <= cap) {
+        /* mode 0: every layer's slice streams from kernel entry. Laid out last layer first,
+         * so that once layer i-1 is done everything from its slice on is free: layer i's
+         * input is staged there (layer 0's after the last slice), when its M rows fit. */
         pl->mode = 0;
-        total = w0 + wbytes;
-        for (int i = 0; i < L; i++) { pl->w_off[i] += (int)w0; pl->issue_at[i] = -1; pl->pending[i] = L - 1 - i; }
+        size_t off = w0;
+        for (int i = L - 1; i >= 0; i--) {
+            const int NM = 1 + (d->gated && i == 0);
+            pl->w_off[i] = (int)off;
+            off += sm_align((size_t)NM * pl->Rmax[i] * pl->wstride[i], 128);
+            pl->issue_at[i] = -1;
+            pl->pending[i] = L - 1 - i;
+        }
+        total = off;
+        for (int i = 0; i < L; i++) {
+            const size_t base = i == 0 ? off : (size_t)pl->w_off[i - 1];
+            const int hs = (int)sm_align((size_t)pl->Kp[i] * es, 128) + 64;
+            const size_t end = base + (size_t)M * hs;
+            if (es != 2 || pl->S[i] > 1 || M < 1 || end > cap || !sm_stage_enabled()) continue;
+            pl->stage_off[i] = (int)base;
+            pl->hstride[i] = hs;
+            total = end > total ? end : total;
+        }
     } else if (L >= 2 && w0 + wmax[0] + wmax[1] <= cap) {
         /* mode 1: even layers in region A, odd in region B; layer i+1 is issued when layer i
          * starts (layer i-1, the region's previous user, is done: grid barrier) */
@@ -1034,6 +1267,8 @@ extern "C" int fmlp_forward_small_m_cuda(const fmlp_desc* d, fmlp_dtype dt, int6
         Ly->out = i == L - 1 ? out : (void*)(wsb + pl.off_h[i + 1]);
         Ly->wvec = ((Ly->K * es) % 16 == 0) && sm_aligned16(Ly->w[0]) && (!g || sm_aligned16(Ly->w[1]));
         Ly->hvec = ((Ly->K * es) % 16 == 0) && sm_aligned16(Ly->in);
+        Ly->stage_off = pl.stage_off[i];
+        Ly->hstride = pl.hstride[i];
         all_wvec &= Ly->wvec;
     }
     /* bulk copies (TMA) need sm_90, 16-byte row segments, and every tile resident at once */
@@ -1043,6 +1278,17 @@ extern "C" int fmlp_forward_small_m_cuda(const fmlp_desc* d, fmlp_dtype dt, int6
         env_bulk = e && *e ? atoi(e) : -1;
     }
     P.bulk = ctx->cc_major >= 9 && pl.mode == 0 && all_wvec && env_bulk != 0;
+    P.x = x;
+    static int env_early = -2;
+    if (env_early == -2) {
+        const char* e = getenv("FMLP_SM_EARLY");
+        env_early = e && *e ? atoi(e) : -1;
+    }
+    P.early = env_early != 0;
+    /* staging needs the bulk path (layer 0's rows are bulk copies; the sm_80 cp.async
+     * stream's commit groups would be mixed with the staging group) and 16-byte rows */
+    for (int i = 0; i < L; i++)
+        if (!P.bulk || !P.layer[i].hvec) P.layer[i].stage_off = -1;
     cudaStream_t stream = (cudaStream_t)ctx->stream;
     const void* fn = sm_kernel_ptr(dt, pl.MT);
     void* args[] = {&P};

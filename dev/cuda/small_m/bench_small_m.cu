@@ -166,7 +166,7 @@ static double rel_err(const std::vector<unsigned char>& got, const std::vector<d
 }
 
 #ifdef FMLP_SM_PROF
-extern "C" int fmlp_small_m_dev_prof(void* dst);
+extern "C" int fmlp_small_m_dev_prof(void* dst, void* gt);
 #endif
 
 static fmlp_cuda_ctx make_ctx(cudaStream_t s) {
@@ -337,10 +337,33 @@ static double time_graph(const fmlp_desc& d, fmlp_dtype dt, int M, cudaStream_t 
 }
 
 #ifdef FMLP_SM_PROF
-/* prof: %globaltimer stamps of one cold launch (build with -DFMLP_SM_PROF), µs after the
- * earliest block entry: median and max over blocks per phase. */
+/* SM clock rate (MHz): clock64 against %globaltimer over a ~2 ms spin (the timer's ~1 us
+ * ticks are then negligible). */
+__global__ void clock_cal(unsigned long long* o) {
+    unsigned long long t0, t1;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t0));
+    long long c0 = clock64();
+    do { asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t1)); } while (t1 - t0 < 2000000ull);
+    long long c1 = clock64();
+    o[0] = (unsigned long long)(c1 - c0);
+    o[1] = t1 - t0;
+}
+static double sm_mhz() {
+    unsigned long long *d, h[2];
+    CK(cudaMalloc(&d, 16));
+    clock_cal<<<1, 1>>>(d);
+    CK(cudaMemcpy(h, d, 16, cudaMemcpyDeviceToHost));
+    cudaFree(d);
+    return (double)h[0] / (double)h[1] * 1e3;
+}
+
+/* prof: per-phase clock64 stamps (build with -DFMLP_SM_PROF), us after the block's own
+ * entry: median and max over blocks, median over 6 launches; "entry skew" is the block's
+ * %globaltimer start after the earliest block's. */
 static void prof_case(const char* name, const fmlp_desc& d, int M, cudaStream_t st, bool hot) {
-    static unsigned long long pr[1024][16];
+    static unsigned long long pr[1024][16], gt[1024];
+    static double mhz = 0;
+    if (mhz == 0) { mhz = sm_mhz(); printf("SM clock during prof: %.0f MHz\n", mhz); }
     fmlp_cuda_ctx ctx = make_ctx(st);
     Mlp m;
     mlp_init(m, d, FMLP_BF16, 6);
@@ -354,8 +377,9 @@ static void prof_case(const char* name, const fmlp_desc& d, int M, cudaStream_t 
     CK(cudaMalloc(&dout, (size_t)M * d.width[d.n_layers] * 2));
     CK(cudaMalloc(&dws, fmlp_small_m_workspace_bytes(&d, FMLP_BF16, M, &ctx)));
     fmlp_status stt;
-    const char* lab[16] = {"entry", "bulk issued", "biases loaded", "L0 start", "L0 w landed", "L0 mma done",
-                           "L0 done", "grid bar", "L1 start", "L1 w landed", "L1 mma done", "L1 done", "-", "-", "-", "end"};
+    const char* lab[16] = {"entry skew", "bulk issued", "biases loaded", "L0 start", "L0 w landed", "L0 mma done",
+                           "L0 done", "grid bar", "L1 start", "L1 w landed", "L1 mma done", "L1 done",
+                           "entry barrier", "x+W0 issued", "bias fetch iss", "end"};
     std::vector<std::vector<double>> acc(16);
     for (int it = 0; it < 12; it++) {
         /* cold: rotate 6 weight sets (100 MB > 50 MB L2, clean lines); hot: one set */
@@ -363,25 +387,29 @@ static void prof_case(const char* name, const fmlp_desc& d, int M, cudaStream_t 
         if (fmlp_forward_small_m_cuda(&d, FMLP_BF16, M, dx, &p, dout, NULL, dws, &ctx, &stt)) { printf("fail %s\n", stt.msg); exit(1); }
         CK(cudaStreamSynchronize(st));
         if (it < 6) continue;
-        CK((cudaError_t)fmlp_small_m_dev_prof(pr));
-        unsigned long long t0 = ~0ull;
-        for (int b = 0; b < ctx.sm_count; b++) t0 = std::min(t0, pr[b][0]);
+        CK((cudaError_t)fmlp_small_m_dev_prof(pr, gt));
+        unsigned long long g0 = ~0ull;
+        for (int b = 0; b < ctx.sm_count; b++) g0 = std::min(g0, gt[b]);
         for (int k = 0; k < 16; k++) {
             std::vector<double> v;
-            for (int b = 0; b < ctx.sm_count; b++) v.push_back(pr[b][k] >= t0 ? (pr[b][k] - t0) * 1e-3 : -1);
+            for (int b = 0; b < ctx.sm_count; b++) {
+                if (k == 0) v.push_back((gt[b] - g0) * 1e-3);
+                else v.push_back(pr[b][k] >= pr[b][0] && pr[b][k] ? (pr[b][k] - pr[b][0]) / mhz : -1);
+            }
             std::sort(v.begin(), v.end());
             acc[k].push_back(v[v.size() / 2]);
             acc[k].push_back(v.back());
         }
     }
-    printf("prof %s M=%d (%s, 6 launches; us after first block entry: median-of-launches of block median / block max)\n", name, M,
-           hot ? "hot: weights in L2" : "cold: 6 weight sets rotated");
-    for (int k = 0; k < 16; k++) {
-        if (!strcmp(lab[k], "-")) continue;
+    printf("prof %s M=%d (%s, 6 launches; us after the block's entry (clock64): median-of-launches of block median / block max)\n",
+           name, M, hot ? "hot: weights in L2" : "cold: 6 weight sets rotated");
+    const int order[16] = {0, 14, 12, 13, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 15};
+    for (int kk = 0; kk < 16; kk++) {
+        const int k = order[kk];
         std::vector<double> med, mx;
         for (size_t i = 0; i < acc[k].size(); i += 2) { med.push_back(acc[k][i]); mx.push_back(acc[k][i + 1]); }
         std::sort(med.begin(), med.end()); std::sort(mx.begin(), mx.end());
-        printf("  %-13s %7.2f %7.2f\n", lab[k], med[med.size() / 2], mx[mx.size() / 2]);
+        printf("  %-15s %7.2f %7.2f\n", lab[k], med[med.size() / 2], mx[mx.size() / 2]);
     }
     cudaFree(dx); cudaFree(dout); cudaFree(dws);
     mlp_free(m);

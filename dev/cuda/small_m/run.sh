@@ -4,7 +4,10 @@
 #   bench_small_m       the kernel in csrc/cuda/fmlp_small_m.cu (check and/or time), run under
 #                       several dev knobs of the kernel (env, read once per process):
 #                       FMLP_SM_BULK=0 (sm_80's cp.async weight stream on the H100),
-#                       FMLP_SM_SPLIT=0 (never split the last layer's K) / =n (n row groups)
+#                       FMLP_SM_STAGE=0 (layer inputs read from global in register chunks: v3),
+#                       FMLP_SM_EARLY=0 (the producer issues the stream after the entry barrier, not before),
+#                       FMLP_SM_SPLIT=0 (never split the last layer's K) / =n (n row groups;
+#                       not run by default: measured slower in v3)
 #   bench_small_m_prof  the same kernel built with -DFMLP_SM_PROF: per-phase %globaltimer stamps
 #   eager.py            the eager PyTorch baseline (graph replay), same rotation
 set -uo pipefail
@@ -30,14 +33,15 @@ run() { # name env... -- args
 }
 run default FMLP_NOTHING=1
 run nobulk FMLP_SM_BULK=0
-run split8 FMLP_SM_SPLIT=8
+run nostage FMLP_SM_STAGE=0
+run late FMLP_SM_EARLY=0
 if [ "$MODE" != check ]; then
   timeout 120 "$B/bench_small_m_prof" prof > "$D/bench_small_m_prof.log" 2>&1 || echo "bench_small_m_prof FAILED (rc $?)"
-  FMLP_SM_BULK=0 timeout 120 "$B/bench_small_m_prof" prof > "$D/bench_small_m_prof_nobulk.log" 2>&1 || echo "prof nobulk FAILED"
+  FMLP_SM_EARLY=0 timeout 120 "$B/bench_small_m_prof" prof > "$D/bench_small_m_prof_late.log" 2>&1 || echo "prof late FAILED"
   PYTHONUNBUFFERED=1 timeout 120 python3 dev/cuda/small_m/eager.py > "$D/eager.log" 2>&1 || echo "eager.py FAILED"
   echo "== prof (default) =="; cat "$D/bench_small_m_prof.log"
-  echo "== prof (FMLP_SM_BULK=0) =="; cat "$D/bench_small_m_prof_nobulk.log"
-  for n in default nobulk split8; do
+  echo "== prof (FMLP_SM_EARLY=0) =="; cat "$D/bench_small_m_prof_late.log"
+  for n in default nobulk nostage late; do
     echo "== timing: $n =="; sed -n '/^copy bandwidth/p;/^case/,$p' "$D/$n.log"
   done
   cat "$D/eager.log"
