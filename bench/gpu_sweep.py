@@ -147,8 +147,9 @@ def targets(replays):
                 row[f"{strategy}_graph_us"] = graph_time_us(make_step(fused, x, False), replays)
                 row[f"{strategy}_loop_us"] = loop_time_us(make_step(fused, x, False))
                 if strategy == "auto":
-                    row["strategy"] = fused_mlp.explain(x, [p for p in fused.parameters() if p.dim() == 2],
-                                                        SPECS[name].activation, gated=SPECS[name].gated)["strategy"]
+                    with torch.no_grad():  # as the timed calls run: explain() plans a grad-mode call as training
+                        row["strategy"] = fused_mlp.explain(x, [p for p in fused.parameters() if p.dim() == 2],
+                                                            SPECS[name].activation, gated=SPECS[name].gated)["strategy"]
             os.environ.pop("FUSED_MLP_STRATEGY")
             rows.append(row)
     return rows
