@@ -65,6 +65,29 @@ def test_training_forward_saves_for_backward(monkeypatch, strategy):
         assert rel_err(a, b.grad) < 1e-5
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("widths", [[64, 136, 72], [17, 33, 5]])
+@pytest.mark.parametrize("gated", [False, True])
+def test_one_row_weight_gradients(dtype, widths, gated):
+    """At M = 1 the weight gradients are a rank-1 kernel (16-byte stores when K % 8 == 0, the
+    scalar path otherwise, as in [17, 33, 5]): no worse than eager's against float64."""
+    weights, biases, acts = random_mlp(widths, gated=gated, dtype=dtype, device="cuda", requires_grad=True)
+    x = torch.randn(1, widths[0], dtype=dtype, device="cuda", requires_grad=True)
+    dout = torch.randn(1, widths[-1], dtype=dtype, device="cuda")
+    fused_mlp.fused_mlp(x, weights, biases, acts, gated=gated).backward(dout)
+    got = [t.grad for t in weights]
+    for t in weights:
+        t.grad = None
+    reference_mlp(x, weights, biases, acts, gated=gated, dtype=dtype).backward(dout)  # eager, same dtype
+    eager = [t.grad for t in weights]
+    up = [t.detach().double().requires_grad_() for t in [x] + weights + biases]
+    nw = len(weights)
+    reference_mlp(up[0], up[1:1 + nw], up[1 + nw:], acts, gated=gated).backward(dout.double())
+    for a, e, r in zip(got, eager, up[1:1 + nw]):
+        assert not torch.isnan(a).any()
+        assert rel_err(a, r.grad) <= 2 * rel_err(e, r.grad) + 4 * eps(dtype), (rel_err(a, r.grad), rel_err(e, r.grad))
+
+
 def test_forcing_a_strategy_is_visible_in_explain(monkeypatch):
     w = [torch.empty(64, 32, device="cuda"), torch.empty(8, 64, device="cuda")]
     x = torch.empty(4, 32, device="cuda")

@@ -238,6 +238,28 @@ __global__ void fmlp_gemm_fill_ones_kernel(int64_t n, T* out) {
         out[c] = fmlp_from_f32<T>(1.0f);
 }
 
+/* out[n, k] = a[n] * b[k] (float32 product, one rounding: what a K = 1 GEMM gives). Each
+ * thread writes 8 consecutive columns of one row, one 16-byte store when VEC. */
+template <typename T, bool VEC>
+__global__ void fmlp_gemm_outer_kernel(int64_t N, int64_t K, const T* __restrict__ a, const T* __restrict__ b,
+                                       T* __restrict__ out) {
+    const int64_t cpr = (K + 7) / 8;
+    const int64_t c = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= N * cpr) return;
+    const int64_t n = c / cpr, k0 = (c - n * cpr) * 8;
+    const float an = fmlp_to_f32(a[n]);
+    T* o = out + n * K + k0;
+    if (VEC && sizeof(T) == 2) {
+        union { uint4 u; T e[8]; } bv, ov;
+        bv.u = *(const uint4*)(b + k0);
+#pragma unroll
+        for (int j = 0; j < 8; j++) ov.e[j] = fmlp_from_f32<T>(an * fmlp_to_f32(bv.e[j]));
+        *(uint4*)o = ov.u;
+    } else {
+        for (int j = 0; j < 8 && k0 + j < K; j++) o[j] = fmlp_from_f32<T>(an * fmlp_to_f32(b[k0 + j]));
+    }
+}
+
 inline bool aligned16(const void* p) { return ((uintptr_t)p & 15) == 0; }  // NULL counts as aligned
 
 template <int V, int U> struct Shape {
@@ -378,4 +400,18 @@ extern "C" int fmlp_launch_colsum(fmlp_dtype dt, int64_t M, int64_t N, const voi
         fmlp_gemm_colsum_kernel<T><<<(unsigned)((N + 31) / 32), dim3(32, 8), 0, s>>>(M, N, (const T*)dz, (T*)db);
     });
     return fmlp_cuda_check(cudaGetLastError(), st, "bias gradient kernel");
+}
+
+extern "C" int fmlp_launch_outer(fmlp_dtype dt, int64_t N, int64_t K, const void* a, const void* b, void* out,
+                                 void* stream, fmlp_status* st) {
+    if (N == 0 || K == 0) return FMLP_OK;
+    cudaStream_t s = (cudaStream_t)stream;
+    const int64_t items = N * ((K + 7) / 8);
+    const unsigned blocks = (unsigned)((items + 255) / 256);
+    const bool vec = K % 8 == 0 && aligned16(b) && aligned16(out);
+    FMLP_DISPATCH_DTYPE(dt, {
+        if (vec) fmlp_gemm_outer_kernel<T, true><<<blocks, 256, 0, s>>>(N, K, (const T*)a, (const T*)b, (T*)out);
+        else fmlp_gemm_outer_kernel<T, false><<<blocks, 256, 0, s>>>(N, K, (const T*)a, (const T*)b, (T*)out);
+    });
+    return fmlp_cuda_check(cudaGetLastError(), st, "rank-1 weight gradient kernel");
 }

@@ -189,8 +189,10 @@ int fmlp_backward_gemm_cuda(const fmlp_desc* d, fmlp_dtype dt, int64_t M, const 
                 TRY(ctx->gemm(ctx->gemm_ctx, dt, 1, N, M, w.ones, M, 1, dzt, N, 1, g->db[k + t], N, st));
             else if (g->db[k + t])
                 TRY(fmlp_launch_colsum(dt, M, N, dzt, g->db[k + t], ctx->stream, st));
-            /* dW (N, K) = dzᵀ (N, M) · hin (M, K) */
-            if (g->dw[k + t])
+            /* dW (N, K) = dzᵀ (N, M) · hin (M, K); one row: a rank-1 product (fmlp_launch_outer) */
+            if (g->dw[k + t] && M == 1)
+                TRY(fmlp_launch_outer(dt, N, K, dzt, hin, g->dw[k + t], ctx->stream, st));
+            else if (g->dw[k + t])
                 TRY(ctx->gemm(ctx->gemm_ctx, dt, N, K, M, dzt, 1, N, hin, K, 1, g->dw[k + t], K, st));
         }
         if (i > 0) {
