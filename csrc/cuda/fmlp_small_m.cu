@@ -385,37 +385,85 @@ static __device__ __forceinline__ void sm_load_b(uint4 (&b)[sm_mcfg<MT>::CH][MT]
     }
 }
 
-template <typename T, int MT, bool G>
-static __device__ __forceinline__ void sm_unit_mma(const sm_params& P, const sm_layer& Ly, const char* smem,
-                                                   const sm_tile& tl, int u, int lane, float* red,
-                                                   const uint4 (&pre)[sm_mcfg<MT>::CH][MT], bool use_pre) {
-    typedef sm_mcfg<MT> C;
-    constexpr int CH = C::CH, NACC = C::NACC, NM = G ? 2 : 1;
-    const int rt = u / Ly.KS, s = u - rt * Ly.KS;
-    const int g = lane >> 2, t = lane & 3;
-    const int rlo = rt * 16 + g, rhi = rlo + 8;
-    const bool vlo = rlo < tl.R, vhi = rhi < tl.R;
-    const uint32_t wbase = smem_u32(smem + Ly.w_off);
+/* A side of a unit: its K range and the lane's shared addresses of weight rows g and g+8
+ * (per weight matrix; rows past the tile read as zeros). */
+template <int NM> struct sm_unit_a {
+    int g, t, kbeg, kend;
+    bool vlo, vhi;
     uint32_t alo[NM], ahi[NM];
+};
+template <int NM>
+static __device__ __forceinline__ sm_unit_a<NM> sm_unit_a_of(const sm_layer& Ly, const char* smem, const sm_tile& tl,
+                                                             int u, int lane) {
+    sm_unit_a<NM> q;
+    const int rt = u / Ly.KS, s = u - rt * Ly.KS;
+    q.g = lane >> 2;
+    q.t = lane & 3;
+    const int rlo = rt * 16 + q.g, rhi = rlo + 8;
+    q.vlo = rlo < tl.R;
+    q.vhi = rhi < tl.R;
+    const uint32_t wbase = smem_u32(smem + Ly.w_off);
 #pragma unroll
     for (int j = 0; j < NM; j++) {
-        alo[j] = wbase + (uint32_t)((j * Ly.Rmax + rlo) * Ly.wstride + 16 * t);
-        ahi[j] = wbase + (uint32_t)((j * Ly.Rmax + rhi) * Ly.wstride + 16 * t);
+        q.alo[j] = wbase + (uint32_t)((j * Ly.Rmax + rlo) * Ly.wstride + 16 * q.t);
+        q.ahi[j] = wbase + (uint32_t)((j * Ly.Rmax + rhi) * Ly.wstride + 16 * q.t);
     }
-    const int kbeg = s * Ly.KB * 32;
-    const int kend = min(Ly.Kp, kbeg + Ly.KB * 32);
-    const T* in = (const T*)Ly.in + tl.k0;
-    const int K = Ly.K, klim = tl.kt, M = P.M, hvec = Ly.hvec;
-
-    float acc[NACC][NM][MT][4];
+    q.kbeg = s * Ly.KB * 32;
+    q.kend = min(Ly.Kp, q.kbeg + Ly.KB * 32);
+    return q;
+}
+/* The two m16n8k16 A fragments of weight matrix j for the 32 columns at byte offset kb. */
+template <int NM>
+static __device__ __forceinline__ void sm_load_a(const sm_unit_a<NM>& q, int j, uint32_t kb, uint32_t (&a0)[4],
+                                                 uint32_t (&a1)[4]) {
+    const uint4 lo = q.vlo ? lds128(q.alo[j] + kb) : make_uint4(0, 0, 0, 0);
+    const uint4 hi = q.vhi ? lds128(q.ahi[j] + kb) : make_uint4(0, 0, 0, 0);
+    a0[0] = lo.x; a0[1] = hi.x; a0[2] = lo.y; a0[3] = hi.y;
+    a1[0] = lo.z; a1[1] = hi.z; a1[2] = lo.w; a1[3] = hi.w;
+}
+template <int NA, int NM, int MT>
+static __device__ __forceinline__ void sm_zero_acc(float (&acc)[NA][NM][MT][4]) {
 #pragma unroll
-    for (int a = 0; a < NACC; a++)
+    for (int a = 0; a < NA; a++)
 #pragma unroll
         for (int j = 0; j < NM; j++)
 #pragma unroll
             for (int nt = 0; nt < MT; nt++)
 #pragma unroll
                 for (int c = 0; c < 4; c++) acc[a][j][nt][c] = 0.f;
+}
+/* The unit's fp32 tile (its NA chains summed in order) -> shared red[u][j][row 16][RS].
+ * C fragment: row g + 8*(c>>1), token nt*8 + 2t + (c&1). */
+template <int NA, int NM, int MT>
+static __device__ __forceinline__ void sm_store_unit(const float (&acc)[NA][NM][MT][4], float* red, int u, int RS,
+                                                     int g, int t) {
+    float* ru = red + (size_t)u * NM * 16 * RS;
+#pragma unroll
+    for (int j = 0; j < NM; j++)
+#pragma unroll
+        for (int nt = 0; nt < MT; nt++)
+#pragma unroll
+            for (int c = 0; c < 4; c++) {
+                float v = acc[0][j][nt][c];
+#pragma unroll
+                for (int a = 1; a < NA; a++) v += acc[a][j][nt][c];
+                ru[(j * 16 + g + 8 * (c >> 1)) * RS + nt * 8 + 2 * t + (c & 1)] = v;
+            }
+}
+
+template <typename T, int MT, bool G>
+static __device__ __forceinline__ void sm_unit_mma(const sm_params& P, const sm_layer& Ly, const char* smem,
+                                                   const sm_tile& tl, int u, int lane, float* red,
+                                                   const uint4 (&pre)[sm_mcfg<MT>::CH][MT], bool use_pre) {
+    typedef sm_mcfg<MT> C;
+    constexpr int CH = C::CH, NACC = C::NACC, NM = G ? 2 : 1;
+    const sm_unit_a<NM> q = sm_unit_a_of<NM>(Ly, smem, tl, u, lane);
+    const int kbeg = q.kbeg, kend = q.kend;
+    const T* in = (const T*)Ly.in + tl.k0;
+    const int K = Ly.K, klim = tl.kt, M = P.M, hvec = Ly.hvec;
+
+    float acc[NACC][NM][MT][4];
+    sm_zero_acc(acc);
 
     uint4 bc[CH][MT], bn[CH][MT]; /* registers: B chunk in use, next chunk in flight */
     if (use_pre) {
@@ -436,10 +484,8 @@ static __device__ __forceinline__ void sm_unit_mma(const sm_params& P, const sm_
                 const uint32_t kb = (uint32_t)(k * 2);
 #pragma unroll
                 for (int j = 0; j < NM; j++) {
-                    const uint4 lo = vlo ? lds128(alo[j] + kb) : make_uint4(0, 0, 0, 0);
-                    const uint4 hi = vhi ? lds128(ahi[j] + kb) : make_uint4(0, 0, 0, 0);
-                    const uint32_t a0[4] = {lo.x, hi.x, lo.y, hi.y};
-                    const uint32_t a1[4] = {lo.z, hi.z, lo.w, hi.w};
+                    uint32_t a0[4], a1[4];
+                    sm_load_a(q, j, kb, a0, a1);
                     const int s0 = NACC == 4 ? (uu & 1) * 2 : 0;
                     const int s1 = NACC >= 2 ? s0 + 1 : 0;
 #pragma unroll
@@ -457,20 +503,7 @@ static __device__ __forceinline__ void sm_unit_mma(const sm_params& P, const sm_
                 for (int nt = 0; nt < MT; nt++) bc[uu][nt] = bn[uu][nt];
         }
     }
-    /* shared: red[u][j][row 16][RS] fp32 */
-    const int RS = P.RS;
-    float* ru = red + (size_t)u * NM * 16 * RS;
-#pragma unroll
-    for (int j = 0; j < NM; j++)
-#pragma unroll
-        for (int nt = 0; nt < MT; nt++)
-#pragma unroll
-            for (int c = 0; c < 4; c++) {
-                float v = acc[0][j][nt][c];
-#pragma unroll
-                for (int a = 1; a < NACC; a++) v += acc[a][j][nt][c];
-                ru[(j * 16 + g + 8 * (c >> 1)) * RS + nt * 8 + 2 * t + (c & 1)] = v;
-            }
+    sm_store_unit(acc, red, u, P.RS, q.g, q.t);
 }
 
 /* The same unit with B (the layer input) staged in shared memory (Ly.stage_off >= 0):
@@ -481,75 +514,44 @@ template <typename T, int MT, bool G>
 static __device__ __forceinline__ void sm_unit_mma_staged(const sm_params& P, const sm_layer& Ly, const char* smem,
                                                           const sm_tile& tl, int u, int lane, float* red) {
     constexpr int NM = G ? 2 : 1;
-    const int rt = u / Ly.KS, s = u - rt * Ly.KS;
-    const int g = lane >> 2, t = lane & 3;
-    const int rlo = rt * 16 + g, rhi = rlo + 8;
-    const bool vlo = rlo < tl.R, vhi = rhi < tl.R;
-    const uint32_t wbase = smem_u32(smem + Ly.w_off);
-    uint32_t alo[NM], ahi[NM];
-#pragma unroll
-    for (int j = 0; j < NM; j++) {
-        alo[j] = wbase + (uint32_t)((j * Ly.Rmax + rlo) * Ly.wstride + 16 * t);
-        ahi[j] = wbase + (uint32_t)((j * Ly.Rmax + rhi) * Ly.wstride + 16 * t);
-    }
+    const sm_unit_a<NM> q = sm_unit_a_of<NM>(Ly, smem, tl, u, lane);
     const uint32_t hbase = smem_u32(smem + Ly.stage_off);
     uint32_t bp[MT];
     bool bv[MT];
 #pragma unroll
     for (int nt = 0; nt < MT; nt++) {
-        const int tok = nt * 8 + g;
+        const int tok = nt * 8 + q.g;
         bv[nt] = tok < P.M;
-        bp[nt] = hbase + (uint32_t)((bv[nt] ? tok : 0) * Ly.hstride + 16 * t);
+        bp[nt] = hbase + (uint32_t)((bv[nt] ? tok : 0) * Ly.hstride + 16 * q.t);
     }
-    const int kbeg = s * Ly.KB * 32;
-    const int kend = min(Ly.Kp, kbeg + Ly.KB * 32);
-
     /* independent accumulator chains: two (even / odd 32-column blocks) at MT <= 2, where
      * a K step has too few MMAs to hide their latency; one at MT >= 4 (registers) */
     constexpr int NC = MT <= 2 ? 2 : 1;
     float acc[NC][NM][MT][4];
-#pragma unroll
-    for (int a = 0; a < NC; a++)
-#pragma unroll
-        for (int j = 0; j < NM; j++)
-#pragma unroll
-            for (int nt = 0; nt < MT; nt++)
-#pragma unroll
-                for (int c = 0; c < 4; c++) acc[a][j][nt][c] = 0.f;
+    sm_zero_acc(acc);
 #pragma unroll 2
-    for (int k = kbeg; k < kend; k += 32) {
-        const int a = NC == 2 ? ((k - kbeg) >> 5) & 1 : 0;
-        const uint32_t kb = (uint32_t)(k * 2);
-        uint4 b[MT];
+    for (int kc = q.kbeg; kc < q.kend; kc += 32 * NC) {
 #pragma unroll
-        for (int nt = 0; nt < MT; nt++) b[nt] = bv[nt] ? lds128(bp[nt] + kb) : make_uint4(0, 0, 0, 0);
+        for (int a = 0; a < NC; a++) { /* chain a: the 32-column blocks kc + 32a */
+            const int k = kc + 32 * a;
+            if (k >= q.kend) break;
+            const uint32_t kb = (uint32_t)(k * 2);
+            uint4 b[MT];
 #pragma unroll
-        for (int j = 0; j < NM; j++) {
-            const uint4 lo = vlo ? lds128(alo[j] + kb) : make_uint4(0, 0, 0, 0);
-            const uint4 hi = vhi ? lds128(ahi[j] + kb) : make_uint4(0, 0, 0, 0);
-            const uint32_t a0[4] = {lo.x, hi.x, lo.y, hi.y};
-            const uint32_t a1[4] = {lo.z, hi.z, lo.w, hi.w};
+            for (int nt = 0; nt < MT; nt++) b[nt] = bv[nt] ? lds128(bp[nt] + kb) : make_uint4(0, 0, 0, 0);
 #pragma unroll
-            for (int nt = 0; nt < MT; nt++) {
-                if (a == 0) {
-                    mma16816<T>(acc[0][j][nt], a0, b[nt].x, b[nt].y);
-                    mma16816<T>(acc[0][j][nt], a1, b[nt].z, b[nt].w);
-                } else {
-                    mma16816<T>(acc[NC - 1][j][nt], a0, b[nt].x, b[nt].y);
-                    mma16816<T>(acc[NC - 1][j][nt], a1, b[nt].z, b[nt].w);
+            for (int j = 0; j < NM; j++) {
+                uint32_t a0[4], a1[4];
+                sm_load_a(q, j, kb, a0, a1);
+#pragma unroll
+                for (int nt = 0; nt < MT; nt++) {
+                    mma16816<T>(acc[a][j][nt], a0, b[nt].x, b[nt].y);
+                    mma16816<T>(acc[a][j][nt], a1, b[nt].z, b[nt].w);
                 }
             }
         }
     }
-    const int RS = P.RS;
-    float* ru = red + (size_t)u * NM * 16 * RS;
-#pragma unroll
-    for (int j = 0; j < NM; j++)
-#pragma unroll
-        for (int nt = 0; nt < MT; nt++)
-#pragma unroll
-            for (int c = 0; c < 4; c++)
-                ru[(j * 16 + g + 8 * (c >> 1)) * RS + nt * 8 + 2 * t + (c & 1)] = acc[0][j][nt][c] + (NC == 2 ? acc[NC - 1][j][nt][c] : 0.f);
+    sm_store_unit(acc, red, u, P.RS, q.g, q.t);
 }
 
 /* Stages rows [0, M) of the layer input into shared memory with 16-byte cp.async (all
