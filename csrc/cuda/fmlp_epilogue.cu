@@ -70,6 +70,11 @@ template <int V> __device__ __forceinline__ int64_t bias_at(const Geom& g, int64
     return c * V;
 }
 
+// Row of slot v.
+__device__ __forceinline__ int64_t row_at(const Geom& g, int64_t v) {
+    return g.narrow ? (int64_t)((uint32_t)v / (uint32_t)g.rowvec) : v / g.rowvec;
+}
+
 // z (M, N): z += bias; h = act(z); z written back only when h != z. act sees the float32
 // sum, not z rounded to T (one rounding per output, as before).
 template <typename T, int V, int U, int ACT>
@@ -196,6 +201,27 @@ __global__ void __launch_bounds__(kThreads)
         }
 }
 
+// out (N, K) = a ⊗ b: row n is a[n]·b, float32 product rounded once (a GEMM with inner
+// dimension 1). b is read like a bias (by the slot's column), a once per slot (its row).
+template <typename T, int V, int U>
+__global__ void __launch_bounds__(kThreads) fmlp_gemm_outer_kernel(Geom g, const T* a, const T* b, T* out) {
+    Chunk<T, V> c[U];
+    float an[U];
+#pragma unroll
+    for (int k = 0; k < U; k++)
+        if (slot<U>(k) < g.nvec) {
+            c[k].load(b, bias_at<V>(g, slot<U>(k)));
+            an[k] = fmlp_to_f32(a[row_at(g, slot<U>(k))]);
+        }
+#pragma unroll
+    for (int k = 0; k < U; k++)
+        if (slot<U>(k) < g.nvec) {
+#pragma unroll
+            for (int j = 0; j < V; j++) c[k].f[j] = an[k] * c[k].f[j];
+            c[k].store(out, slot<U>(k) * V);
+        }
+}
+
 // y += t
 template <typename T, int V, int U>
 __global__ void __launch_bounds__(kThreads) fmlp_gemm_add_kernel(Geom g, T* y, const T* t) {
@@ -236,28 +262,6 @@ template <typename T>
 __global__ void fmlp_gemm_fill_ones_kernel(int64_t n, T* out) {
     for (int64_t c = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; c < n; c += (int64_t)gridDim.x * blockDim.x)
         out[c] = fmlp_from_f32<T>(1.0f);
-}
-
-/* out[n, k] = a[n] * b[k] (float32 product, one rounding: what a K = 1 GEMM gives). Each
- * thread writes 8 consecutive columns of one row, one 16-byte store when VEC. */
-template <typename T, bool VEC>
-__global__ void fmlp_gemm_outer_kernel(int64_t N, int64_t K, const T* __restrict__ a, const T* __restrict__ b,
-                                       T* __restrict__ out) {
-    const int64_t cpr = (K + 7) / 8;
-    const int64_t c = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (c >= N * cpr) return;
-    const int64_t n = c / cpr, k0 = (c - n * cpr) * 8;
-    const float an = fmlp_to_f32(a[n]);
-    T* o = out + n * K + k0;
-    if (VEC && sizeof(T) == 2) {
-        union { uint4 u; T e[8]; } bv, ov;
-        bv.u = *(const uint4*)(b + k0);
-#pragma unroll
-        for (int j = 0; j < 8; j++) ov.e[j] = fmlp_from_f32<T>(an * fmlp_to_f32(bv.e[j]));
-        *(uint4*)o = ov.u;
-    } else {
-        for (int j = 0; j < 8 && k0 + j < K; j++) o[j] = fmlp_from_f32<T>(an * fmlp_to_f32(b[k0 + j]));
-    }
 }
 
 inline bool aligned16(const void* p) { return ((uintptr_t)p & 15) == 0; }  // NULL counts as aligned
@@ -406,12 +410,13 @@ extern "C" int fmlp_launch_outer(fmlp_dtype dt, int64_t N, int64_t K, const void
                                  void* stream, fmlp_status* st) {
     if (N == 0 || K == 0) return FMLP_OK;
     cudaStream_t s = (cudaStream_t)stream;
-    const int64_t items = N * ((K + 7) / 8);
-    const unsigned blocks = (unsigned)((items + 255) / 256);
-    const bool vec = K % 8 == 0 && aligned16(b) && aligned16(out);
+    bool al = aligned16(b) && aligned16(out);
+    int rc = 0;
     FMLP_DISPATCH_DTYPE(dt, {
-        if (vec) fmlp_gemm_outer_kernel<T, true><<<blocks, 256, 0, s>>>(N, K, (const T*)a, (const T*)b, (T*)out);
-        else fmlp_gemm_outer_kernel<T, false><<<blocks, 256, 0, s>>>(N, K, (const T*)a, (const T*)b, (T*)out);
+        rc = launch_ew<T>(N, K, al, [&](auto sh, const Geom& g) {
+            fmlp_gemm_outer_kernel<T, decltype(sh)::v, decltype(sh)::u>
+                <<<g.blocks, kThreads, 0, s>>>(g, (const T*)a, (const T*)b, (T*)out);
+        });
     });
-    return fmlp_cuda_check(cudaGetLastError(), st, "rank-1 weight gradient kernel");
+    return finish(rc, st, "rank-1 weight gradient kernel");
 }
