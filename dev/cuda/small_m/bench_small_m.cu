@@ -286,23 +286,30 @@ static double copy_bandwidth(cudaStream_t st) { /* bytes read + written per seco
     return 2.0 * n / (median(t) * 1e-3);
 }
 
+/* Device buffers of a timing run: a random x (values rounded to dt), out, workspace. */
+struct RunBufs { void *x, *out, *ws; };
+static RunBufs run_bufs(const fmlp_desc& d, fmlp_dtype dt, int M, const fmlp_cuda_ctx& ctx) {
+    RunBufs r;
+    std::vector<float> x((size_t)M * d.width[0]);
+    for (auto& v : x) v = round_dt(frand(), dt);
+    std::vector<unsigned char> xb;
+    to_dev_bits(x, dt, xb);
+    CK(cudaMalloc(&r.x, xb.size()));
+    CK(cudaMemcpy(r.x, xb.data(), xb.size(), cudaMemcpyHostToDevice));
+    CK(cudaMalloc(&r.out, (size_t)M * d.width[d.n_layers] * fmlp_dtype_size(dt)));
+    CK(cudaMalloc(&r.ws, fmlp_small_m_workspace_bytes(&d, dt, M, &ctx)));
+    return r;
+}
+static void free_bufs(RunBufs& r) { cudaFree(r.x); cudaFree(r.out); cudaFree(r.ws); }
+
 /* Median µs per forward over graph replays; the graph holds `per` forwards, rotating
  * through `nsets` weight sets (nsets=1: weights hot in L2). */
 static double time_graph(const fmlp_desc& d, fmlp_dtype dt, int M, cudaStream_t st, int nsets, int per) {
     fmlp_cuda_ctx ctx = make_ctx(st);
     Mlp m;
     mlp_init(m, d, dt, nsets);
-    size_t es = fmlp_dtype_size(dt);
-    std::vector<float> x((size_t)M * d.width[0]);
-    for (auto& v : x) v = round_dt(frand(), dt);
-    std::vector<unsigned char> xb;
-    to_dev_bits(x, dt, xb);
-    void *dx, *dout, *dws;
-    CK(cudaMalloc(&dx, xb.size()));
-    CK(cudaMemcpy(dx, xb.data(), xb.size(), cudaMemcpyHostToDevice));
-    CK(cudaMalloc(&dout, (size_t)M * d.width[d.n_layers] * es));
-    size_t wsb = fmlp_small_m_workspace_bytes(&d, dt, M, &ctx);
-    CK(cudaMalloc(&dws, wsb));
+    RunBufs bu = run_bufs(d, dt, M, ctx);
+    void *dx = bu.x, *dout = bu.out, *dws = bu.ws;
     fmlp_status stt;
     for (int i = 0; i < 3; i++) { /* warm up outside capture (module load, attributes) */
         fmlp_params p = mlp_params(m, i % nsets);
@@ -331,7 +338,7 @@ static double time_graph(const fmlp_desc& d, fmlp_dtype dt, int M, cudaStream_t 
     }
     CK(cudaGetLastError());
     cudaGraphExecDestroy(ge); cudaGraphDestroy(g);
-    cudaFree(dx); cudaFree(dout); cudaFree(dws);
+    free_bufs(bu);
     mlp_free(m);
     return median(t) * 1e3 / per;
 }
@@ -367,15 +374,8 @@ static void prof_case(const char* name, const fmlp_desc& d, int M, cudaStream_t 
     fmlp_cuda_ctx ctx = make_ctx(st);
     Mlp m;
     mlp_init(m, d, FMLP_BF16, 6);
-    std::vector<float> x((size_t)M * d.width[0]);
-    for (auto& v : x) v = round_dt(frand(), FMLP_BF16);
-    std::vector<unsigned char> xb;
-    to_dev_bits(x, FMLP_BF16, xb);
-    void *dx, *dout, *dws;
-    CK(cudaMalloc(&dx, xb.size()));
-    CK(cudaMemcpy(dx, xb.data(), xb.size(), cudaMemcpyHostToDevice));
-    CK(cudaMalloc(&dout, (size_t)M * d.width[d.n_layers] * 2));
-    CK(cudaMalloc(&dws, fmlp_small_m_workspace_bytes(&d, FMLP_BF16, M, &ctx)));
+    RunBufs bu = run_bufs(d, FMLP_BF16, M, ctx);
+    void *dx = bu.x, *dout = bu.out, *dws = bu.ws;
     fmlp_status stt;
     const char* lab[16] = {"entry skew", "bulk issued", "biases loaded", "L0 start", "L0 w landed", "L0 mma done",
                            "L0 done", "grid bar", "L1 start", "L1 w landed", "L1 mma done", "L1 done",
@@ -411,7 +411,7 @@ static void prof_case(const char* name, const fmlp_desc& d, int M, cudaStream_t 
         std::sort(med.begin(), med.end()); std::sort(mx.begin(), mx.end());
         printf("  %-15s %7.2f %7.2f\n", lab[k], med[med.size() / 2], mx[mx.size() / 2]);
     }
-    cudaFree(dx); cudaFree(dout); cudaFree(dws);
+    free_bufs(bu);
     mlp_free(m);
 }
 #endif
