@@ -564,18 +564,28 @@ static void bwd_plan_strides(const fmlp_desc* d, bwd_plan* P, int64_t* mw, int64
     P->ldz16 = fmlp_round_up(P->ldz, 16);
 }
 
-static void bwd_make_plan(const fmlp_desc* d, int64_t M, const fmlp_cpu_ctx* ctx, bwd_plan* P) {
-    int64_t mw, nzmax;
-    bwd_plan_strides(d, P, &mw, &nzmax);
-    int L = d->n_layers, nr = P->nr;
-    P->S = bwd_slab_rows(d, M, 4 * (P->ldw + P->ldz + P->ldh));
-    P->nchunks = row_chunks(P->S, ctx);
+/* The slab part shared by both backward plans: S rows per slab in `nchunks` row chunks,
+ * one scratch slot per thread, then the g / dz / h slabs at the start of the workspace.
+ * Returns the offset after them. */
+static size_t bwd_plan_slabs(bwd_plan* P, int64_t S, int nchunks, int64_t mw, int64_t nzmax,
+                             const fmlp_cpu_ctx* ctx) {
+    P->S = S;
+    P->nchunks = nchunks;
     P->nslots = nthreads(ctx);
     P->tmpw = fmlp_round_up(imax(mw, nzmax), 16);
     size_t off = 0;
     P->off_g = off;   off += align16((size_t)(P->S * P->ldw));
     P->off_dz = off;  off += align16((size_t)(P->S * P->ldz));
     P->off_hb = off;  off += align16((size_t)(P->S * P->ldh));
+    return off;
+}
+
+static void bwd_make_plan(const fmlp_desc* d, int64_t M, const fmlp_cpu_ctx* ctx, bwd_plan* P) {
+    int64_t mw, nzmax;
+    bwd_plan_strides(d, P, &mw, &nzmax);
+    int L = d->n_layers, nr = P->nr;
+    const int64_t S = bwd_slab_rows(d, M, 4 * (P->ldw + P->ldz + P->ldh));
+    size_t off = bwd_plan_slabs(P, S, row_chunks(S, ctx), mw, nzmax, ctx);
     for (int i = 0; i < L; i++) { /* W packed for dX = dz·W; float32 dW accumulators */
         int64_t nz = layer_nz(d, i), inp = fmlp_round_up(d->width[i], nr);
         P->off_wp[i] = off;  off += align16((size_t)(inp * nz));
@@ -854,14 +864,7 @@ static void smb_make_plan(const fmlp_desc* d, int64_t M, const fmlp_cpu_ctx* ctx
     int64_t mw, nzmax;
     bwd_plan_strides(d, P, &mw, &nzmax);
     int L = d->n_layers;
-    P->S = fmlp_round_up(M, Q);
-    P->nchunks = row_chunks(M, ctx);
-    P->nslots = nthreads(ctx);
-    P->tmpw = fmlp_round_up(imax(mw, nzmax), 16);
-    size_t off = 0;
-    P->off_g = off;   off += align16((size_t)(P->S * P->ldw));
-    P->off_dz = off;  off += align16((size_t)(P->S * P->ldz));
-    P->off_hb = off;  off += align16((size_t)(P->S * P->ldh));
+    size_t off = bwd_plan_slabs(P, fmlp_round_up(M, Q), row_chunks(M, ctx), mw, nzmax, ctx);
     P->off_dbp = off; off += (size_t)L * (size_t)P->nchunks * (size_t)P->ldz16;
     P->off_tmp = off; off += (size_t)P->nchunks * 4 * (size_t)P->tmpw;
     P->total = off;
