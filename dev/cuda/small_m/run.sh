@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Builds and runs the small-M harness on the GPU: correctness, then timing; the tables last.
-# Usage (repo root): dev/cuda/small_m/run.sh [check|time|all]   (logs to $OUT when set)
-#   bench_small_m       the kernel in csrc/cuda/fmlp_small_m.cu (check and/or time), run under
-#                       several dev knobs of the kernel (env, read once per process):
+# Usage (repo root): dev/cuda/small_m/run.sh [check|time|all|build]   (logs to $OUT when set)
+#   bench_small_m       the kernels in csrc/cuda/fmlp_small_m.cu (check and/or time), run under
+#                       several dev knobs (env, read once per process; VARIANTS="default v4 ..."):
+#                       FMLP_SM_LEAN=0 (never the lean v5 kernel: always v4),
 #                       FMLP_SM_BULK=0 (sm_80's cp.async weight stream on the H100),
 #                       FMLP_SM_STAGE=0 (layer inputs read from global in register chunks: v3),
 #                       FMLP_SM_EARLY=0 (the producer issues the stream after the entry barrier, not before),
@@ -26,22 +27,29 @@ nvcc $ARCH "$B/bench.o" "$B/fmlp_small_m.o" "$B/fmlp_desc.o" -o "$B/bench_small_
 nvcc $ARCH "$B/bench_prof.o" "$B/fmlp_small_m_prof.o" "$B/fmlp_desc.o" -o "$B/bench_small_m_prof" || exit 1
 D=${OUT:-$B}
 MODE=${1:-all}
+[ "$MODE" = build ] && exit 0   # binaries only (e.g. for ncu: bench_small_m ncu CASE)
 run() { # name env... -- args
   local name=$1; shift
   env "$@" timeout 300 "$B/bench_small_m" "$MODE" > "$D/$name.log" 2>&1 || echo "$name FAILED (rc $?)"
   echo "== $name ($*) =="; grep -E "FAIL|CHECK|supported=" "$D/$name.log" | head -20
 }
-run default FMLP_NOTHING=1
-run nobulk FMLP_SM_BULK=0
-run nostage FMLP_SM_STAGE=0
-run late FMLP_SM_EARLY=0
+VARIANTS=${VARIANTS:-default v4 nobulk}  # also: nostage late
+for n in $VARIANTS; do
+  case $n in
+    default) run default FMLP_NOTHING=1 ;;
+    v4) run v4 FMLP_SM_LEAN=0 ;;
+    nobulk) run nobulk FMLP_SM_BULK=0 ;;
+    nostage) run nostage FMLP_SM_LEAN=0 FMLP_SM_STAGE=0 ;;
+    late) run late FMLP_SM_LEAN=0 FMLP_SM_EARLY=0 ;;
+  esac
+done
 if [ "$MODE" != check ]; then
   timeout 120 "$B/bench_small_m_prof" prof > "$D/bench_small_m_prof.log" 2>&1 || echo "bench_small_m_prof FAILED (rc $?)"
-  FMLP_SM_EARLY=0 timeout 120 "$B/bench_small_m_prof" prof > "$D/bench_small_m_prof_late.log" 2>&1 || echo "prof late FAILED"
+  FMLP_SM_LEAN=0 timeout 120 "$B/bench_small_m_prof" prof > "$D/bench_small_m_prof_v4.log" 2>&1 || echo "prof v4 FAILED"
   PYTHONUNBUFFERED=1 timeout 120 python3 dev/cuda/small_m/eager.py > "$D/eager.log" 2>&1 || echo "eager.py FAILED"
   echo "== prof (default) =="; cat "$D/bench_small_m_prof.log"
-  echo "== prof (FMLP_SM_EARLY=0) =="; cat "$D/bench_small_m_prof_late.log"
-  for n in default nobulk nostage late; do
+  echo "== prof (FMLP_SM_LEAN=0: v4) =="; cat "$D/bench_small_m_prof_v4.log"
+  for n in $VARIANTS; do
     echo "== timing: $n =="; sed -n '/^copy bandwidth/p;/^case/,$p' "$D/$n.log"
   done
   cat "$D/eager.log"
