@@ -51,6 +51,25 @@ def test_strategies_odd_widths(poison, monkeypatch, strategy, widths):
         check(torch.randn(13, widths[0], dtype=dtype, device="cuda"), weights, biases, acts)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("widths,gated", [([768, 3072, 768], True), ([768, 4096, 768], True),
+                                          ([1024, 4096, 1024], False), ([1536, 2560, 896], True),
+                                          ([256, 512, 384, 256], False)])
+@pytest.mark.parametrize("m", [1, 7, 16, 37])
+def test_small_m_at_transformer_widths(poison, monkeypatch, dtype, widths, gated, m):
+    """The single launch where its layer inputs are staged in shared memory (16-bit, rows of
+    16-byte multiples), with odd and even K-loop trip counts: a gated layer with an odd trip
+    count once came out wrong (GeGLU 768-3072 at M = 1 and 7; the widths above are far from
+    the small ones of test_strategies_forward)."""
+    monkeypatch.setenv("FUSED_MLP_STRATEGY", "small_m")
+    layers = len(widths) - 1
+    acts = ["gelu_tanh"] + ["silu"] * (layers - 2) + ["identity"]
+    weights, biases, acts = random_mlp(widths, acts, gated=gated, bias=m != 16, dtype=dtype, device="cuda")
+    x = torch.randn(m, widths[0], dtype=dtype, device="cuda")
+    assert fused_mlp.explain(x, weights, acts, gated=gated)["strategy"] == "small_m"
+    check(x, weights, biases, acts, gated)
+
+
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_training_forward_saves_for_backward(monkeypatch, strategy):
     """The forward of a training step (save=True) on every strategy feeds a correct backward."""
