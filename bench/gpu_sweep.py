@@ -4,7 +4,8 @@ Part 1 (targets): the small-batch targets of the CUDA issue, with the weight-str
 floor measured in the same run (weight bytes / device-to-device copy bandwidth).
 Part 2 (sweep): M in {1, 16, 64, 256, 1024, 8192} over four MLPs, bf16 and fp32,
 forward and forward+backward. Times are GPU time per step from CUDA-graph replay
-(median of --replays after warm-up); ratios are against eager in the same run.
+(warm-up, then the three variants' graphs replayed in turn over 3 rounds, each round a
+median of replays; the median round); ratios are against eager in the same run.
 
     python bench/gpu_sweep.py --out DIR          # full (H100: a few minutes)
     python bench/gpu_sweep.py --quick            # a couple of shapes
@@ -34,8 +35,8 @@ MODELS = list(SPECS)
 
 
 # ----------------------------------------------------------------------------- timing
-def graph_time_us(step, replays):
-    """Median GPU time of one step from CUDA-graph replay (µs), or None if it can't be captured."""
+def capture_graph(step):
+    """A CUDA graph of one step (after warm-up on a side stream), or None if it can't be captured."""
     s = torch.cuda.Stream()
     s.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(s):
@@ -51,9 +52,13 @@ def graph_time_us(step, replays):
         return None
     for _ in range(3):
         g.replay()
-    # back-to-back replays between two events: per-step GPU time without the host's
-    # launch gaps; the median over `replays` such batches (fewer for long steps: about
-    # half a second of replays per measurement at most)
+    return g
+
+
+def replay_time_us(g, replays):
+    """Median GPU time of one replay of g (µs): back-to-back replays between two events (per-step
+    GPU time without the host's launch gaps), the median over `replays` such batches (fewer for
+    long steps: about half a second of replays per measurement at most)."""
     a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     a.record()
     g.replay()
@@ -72,6 +77,26 @@ def graph_time_us(step, replays):
         b.synchronize()
         times.append(a.elapsed_time(b) * 1e3 / per_batch)
     return statistics.median(times)
+
+
+def graph_time_us(step, replays):
+    """Median GPU time of one step from CUDA-graph replay (µs), or None if it can't be captured."""
+    g = capture_graph(step)
+    return None if g is None else replay_time_us(g, replays)
+
+
+def side_by_side_us(steps, replays, rounds=3):
+    """{label: µs} for several steps measured in turn, `rounds` times over (A B C A B C ...),
+    each the median of its rounds: clock and thermal drift over a long sweep then lands on
+    every variant alike instead of on whichever ran last (session 4: a 0.94x row at M = 8192
+    measured level when eager and fused were re-timed back to back)."""
+    graphs = {label: capture_graph(step) for label, step in steps.items()}
+    times = {label: [] for label in steps}
+    for _ in range(rounds):
+        for label, g in graphs.items():
+            if g is not None:
+                times[label].append(replay_time_us(g, max(3, replays // rounds)))
+    return {label: statistics.median(t) if t else None for label, t in times.items()}
 
 
 def warm_gpu(seconds=1.0):
@@ -168,13 +193,15 @@ def sweep(replays, quick, on_model_done=lambda rows: None):
             for train in (False, True):
                 for m in ms:
                     x = torch.randn(m, SPECS[name].in_features, device="cuda", dtype=dtype, requires_grad=train)
-                    t = {}
+                    steps = {}
                     for label, mod in (("eager", eager), ("compile", compiled), ("fused", fused)):
                         try:
-                            t[label] = graph_time_us(make_step(mod, x, train), replays)
+                            make_step(mod, x, train)()  # compile / first-call failures are reported, not fatal
+                            steps[label] = make_step(mod, x, train)
                         except Exception as e:  # noqa: BLE001
                             print(f"    {label} failed: {type(e).__name__}: {str(e).splitlines()[0][:120]}")
-                            t[label] = None
+                    t = {"eager": None, "compile": None, "fused": None}
+                    t.update(side_by_side_us(steps, replays))
                     for p in eager.parameters():
                         p.grad = None
                     row = dict(model=name, dtype=str(dtype).replace("torch.", ""), mode="fwd+bwd" if train else "fwd",
