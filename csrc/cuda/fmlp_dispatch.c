@@ -52,11 +52,15 @@ int fmlp_cuda_plan(const fmlp_desc* d, fmlp_dtype dt, int64_t M, int save, int b
         return FMLP_STRATEGY_GEMM;
     }
     /* Single launch vs cuBLAS at small M (H100, bf16; graph = GPU time in CUDA-graph
-     * replay, loop = wall time per call of a Python loop; bench/RESULTS.md, NOTES.md v3):
-     *   1024-4096-1024 M=1:  small_m 13.6 / gemm 14.7 us graph;  69 / 148 us loop  -> small_m
-     *   1024-4096-1024 M=16: small_m 17.2 / gemm 15.3 us graph;  72 / 150 us loop
-     *   GeGLU 768/3072 M=64: small_m 30.7 / gemm 18.6 us graph;  49 /  93 us loop
-     * (eager: 13.4-15.2, 17.3, 18.1-21.2 us graph; 91, 91, 82 us loop). At one row small_m
+     * replay, loop = wall time per call of a Python loop; bench/RESULTS.md, session 5, lean
+     * kernel v5 at M <= 16, v4 at 64):
+     *   1024-4096-1024 M=1:  small_m 10.2 / gemm 13.6 us graph;  37 /  89 us loop  -> small_m
+     *   1024-4096-1024 M=16: small_m 13.8 / gemm 14.0 us graph;  41 /  96 us loop
+     *   GeGLU 768/3072 M=64: small_m 33.2 / gemm 18.0 us graph;  37 /  94 us loop
+     * (eager: 13.3, 13.8, 19.1 us graph; 77, 74, 302 us loop). Session 3 (v3) measured
+     * 13.6 / 14.7, 17.2 / 15.3 and 30.7 / 18.6 us graph: the rules below date from then. At
+     * M = 16 under capture the lean kernel is now level with cuBLAS, but only for shapes it
+     * takes (x 16-byte aligned among others, unknown here), so capture keeps cuBLAS. At one row small_m
      * wins both measures. Up to 16 rows it wins the loop by 2x (one launch instead of ~6:
      * the host is the bottleneck there) and its GPU time is level with eager's, so it is
      * used when the stream is not being captured; under capture only GPU time counts and

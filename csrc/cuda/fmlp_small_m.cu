@@ -36,12 +36,16 @@
  *          in shared memory since entry), save z, apply the activation / gate product,
  *          and write h_{i+1} (dtype) with coalesced stores
  *
- * Status (H100, NOTES.md "CUDA small-M kernel", v4): correct on the 48-case harness check
- * in every variant; graph replay, cold / hot: 14.0 / 12.8 us (M=1), 17.7 / 16.6 us (M=16),
- * 33.9 / 31.5 us (GeGLU M=64); eager 15.3 / 17.3 / 21.3 us; floor 5.7 / 5.7 / 4.8 us. Stamps:
- * ~2 us of dependent parameter reads before the stream is issued, compute phases 3-5x
- * slower than their instruction counts, ~1.4 us per grid barrier (NOTES.md: next steps).
- * The dispatcher uses this kernel only where it measured fastest (fmlp_dispatch.c).
+ * Two kernels share the plan, the MMA unit and the epilogue: fmlp_small_m_lean_kernel (v5)
+ * for the common shapes (everything streamed from entry, inputs staged, K % 32 == 0), and
+ * the general fmlp_forward_small_m_kernel (v4) for the rest (fallback modes, split, fp32,
+ * misaligned inputs).
+ * Status (H100, NOTES.md "CUDA small-M kernel", v5): correct on the harness check in every
+ * variant; graph replay, cold / hot: 12.2 / 9.3 us (M=1), 15.9 / 12.8 us (M=16) lean;
+ * 35.1 / 32.8 us (GeGLU M=64, v4); eager 15.2 / 17.4 / 21.4 us; floor 5.7 / 5.7 / 4.8 us.
+ * Stamps: ~1.7 us before the first bulk copy is issued, ~1.2 us per grid barrier, and the
+ * compute phases still ~1 us each (NOTES.md: next steps). The dispatcher uses these kernels
+ * only where they measured fastest (fmlp_dispatch.c).
  *
  * Build: setup.py (nvcc -O3 ... -gencode sm_90a and sm_80). Tested and timed by
  * dev/cuda/small_m/bench_small_m.cu (CPU double reference, poisoned outputs, dirty
