@@ -481,7 +481,8 @@ int main(int argc, char** argv) {
         fails += check_one("geglu 768-3072-768", d_geglu, FMLP_BF16, 16, st, 2);
         fails += check_one("geglu bias 768-3072-768", d_geglu_b, FMLP_F16, 7, st, 2);
         fails += check_one("1024-4096-1024 gelu_tanh", d_big, FMLP_F16, 5, st, 2);
-        /* session 5: staged gated layers failed at M = 1, 7 (and 16 on v4); which part? */
+        /* regression (session 5): a gated layer with staged inputs was wrong when its unit's K
+         * loop ran an odd number of trips (768 columns: 3); these pin down which shapes */
         fmlp_desc d_p768 = make_desc(2, 0, {768, 3072, 768}, {FMLP_ACT_GELU_TANH, FMLP_ACT_IDENTITY}, {0, 0});
         fmlp_desc d_g1024 = make_desc(2, 1, {1024, 4096, 1024}, {FMLP_ACT_GELU_TANH, FMLP_ACT_IDENTITY}, {0, 0, 0});
         fails += check_one("plain 768-3072-768", d_p768, FMLP_BF16, 1, st, 1);
