@@ -208,6 +208,18 @@ static __device__ __forceinline__ sm_tile sm_tile_of(const sm_layer& Ly, int b, 
     return t;
 }
 
+/* The same rows for the lean kernel (whole K, no split) in 32-bit arithmetic: the host
+ * checks N * grid < 2^32 (sm_tile_of's 64-bit division is a software routine). */
+static __device__ __forceinline__ sm_tile sm_lean_tile(const sm_layer& Ly) {
+    const unsigned b = blockIdx.x, N = (unsigned)Ly.N, G = gridDim.x;
+    sm_tile t;
+    t.r0 = (int)(b * N / G);
+    t.R = (int)((b + 1) * N / G) - t.r0;
+    t.k0 = 0;
+    t.kt = Ly.K;
+    return t;
+}
+
 /* ---- sm_90: bulk copies (TMA engine) completing on mbarriers ---------------- */
 static __device__ __forceinline__ void mbar_init(uint64_t* bar, unsigned count) {
     asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(smem_u32(bar)), "r"(count) : "memory");
@@ -245,6 +257,16 @@ static __device__ __forceinline__ void bulk_g2s(uint32_t dst, const void* src, u
 #else
     (void)dst; (void)src; (void)bytes; (void)bar;
     __trap(); /* the host sets P.bulk only on sm_90 */
+#endif
+}
+
+/* Lane that issues the bulk copies: layers' mbarriers [0, L) and the staged x's [MAX]. */
+static __device__ __forceinline__ void sm_init_mbars(uint64_t* mbar, int L) {
+    for (int li = 0; li < L; li++) mbar_init(&mbar[li], 1);
+    mbar_init(&mbar[FMLP_MAX_LAYERS], 1);
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+    asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
 #endif
 }
 
@@ -822,8 +844,9 @@ static __device__ __forceinline__ void sm_zero_stage_pad(const sm_layer& Ly, cha
 }
 
 /* sm_90 producer (one warp): x's staged rows (layer 0's input, when staged: first in the
- * queue), then every layer's weight row segments, each layer on its own mbarrier. */
-template <typename T>
+ * queue), then every layer's weight row segments, each layer on its own mbarrier. LEAN:
+ * the lean kernel's tiles (sm_lean_tile). */
+template <typename T, bool LEAN>
 static __device__ __forceinline__ void sm_issue_all_bulk(const sm_params& P, const sm_layer* lay, char* smem,
                                                          uint64_t* mbar, int lane) {
     const sm_layer& L0 = lay[0];
@@ -837,7 +860,7 @@ static __device__ __forceinline__ void sm_issue_all_bulk(const sm_params& P, con
     }
     for (int li = 0; li < P.L; li++) {
         const sm_layer& Ly = lay[li];
-        const sm_tile tl = sm_tile_of(Ly, blockIdx.x, gridDim.x);
+        const sm_tile tl = LEAN ? sm_lean_tile(Ly) : sm_tile_of(Ly, blockIdx.x, gridDim.x);
         if (tl.R > 0) sm_issue_layer_bulk<T>(Ly, smem, tl, &mbar[li], lane);
         if (li == 0) SM_STAMP(13, FMLP_SM_ISSUE);
     }
@@ -863,20 +886,13 @@ __global__ void __launch_bounds__(FMLP_SM_THREADS, 1) fmlp_forward_small_m_kerne
     SM_STAMP(0, 0);
     /* the mbarriers are set up by the lane that will issue the bulk copies (no block
      * barrier between: in P.early mode it issues them before the entry barrier) */
-    if (P.bulk && threadIdx.x == FMLP_SM_ISSUE) {
-        for (int li = 0; li < L; li++) mbar_init(&mbar[li], 1);
-        mbar_init(xbar, 1);
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-        asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
-        asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
-#endif
-    }
+    if (P.bulk && threadIdx.x == FMLP_SM_ISSUE) sm_init_mbars(mbar, L);
     if (P.bulk && P.early && warp == FMLP_SM_WARPS - 1) {
         /* the stream is issued at once, descriptions read from the parameter space, before
          * the block barrier below (v4 run 2: -1.8 us cold at M=1 against issuing after it;
          * dev knob FMLP_SM_EARLY=0 issues after it) */
         __syncwarp();
-        sm_issue_all_bulk<T>(P, P.layer, smem, mbar, lane);
+        sm_issue_all_bulk<T, false>(P, P.layer, smem, mbar, lane);
     }
     uint4 pre[sm_mcfg<MT>::CH][MT]; /* this warp's first B chunk of layer 0 (16-bit, bulk mode, not staged) */
     bool have_pre = false;
@@ -911,7 +927,7 @@ __global__ void __launch_bounds__(FMLP_SM_THREADS, 1) fmlp_forward_small_m_kerne
          * layer by layer, each layer completing on its own mbarrier. Meanwhile the other
          * warps store the biases and zero the shared row padding. */
         if (warp == FMLP_SM_WARPS - 1) {
-            if (!P.early) sm_issue_all_bulk<T>(P, lay, smem, mbar, lane);
+            if (!P.early) sm_issue_all_bulk<T, false>(P, lay, smem, mbar, lane);
             SM_STAMP(1, FMLP_SM_ISSUE);
         } else {
             sm_bias_put<T>(sb, bias0);
@@ -956,8 +972,8 @@ __global__ void __launch_bounds__(FMLP_SM_THREADS, 1) fmlp_forward_small_m_kerne
         if (tl.R > 0) {
             SM_STAMP(li ? 8 : 3, 0);
             const bool hp = have_pre && li == 0;
-            if (Ly.G) sm_layer_run<T, MT, true>(P, Ly, bar, &mbar[FMLP_MAX_LAYERS], Ly.pending, sb + Ly.b_off, smem, tl, &s_last, pre, hp, li);
-            else sm_layer_run<T, MT, false>(P, Ly, bar, &mbar[FMLP_MAX_LAYERS], Ly.pending, sb + Ly.b_off, smem, tl, &s_last, pre, hp, li);
+            if (Ly.G) sm_layer_run<T, MT, true>(P, Ly, bar, xbar, Ly.pending, sb + Ly.b_off, smem, tl, &s_last, pre, hp, li);
+            else sm_layer_run<T, MT, false>(P, Ly, bar, xbar, Ly.pending, sb + Ly.b_off, smem, tl, &s_last, pre, hp, li);
             SM_STAMP(li ? 11 : 6, 0);
         }
         if (li + 1 < L) { /* grid barrier (cooperative launch): h_{i+1} of every block is visible after it */
@@ -981,17 +997,6 @@ __global__ void __launch_bounds__(FMLP_SM_THREADS, 1) fmlp_forward_small_m_kerne
  * always the v4 kernel). Same layout (sm_plan), same MMA unit and epilogue as v4; the
  * prologue is a few dozen instructions: mbarriers, the bulk stream, the biases. */
 
-/* Block b's rows of a layer in 32-bit arithmetic (the host checks N * grid < 2^32). */
-static __device__ __forceinline__ sm_tile sm_lean_tile(const sm_layer& Ly) {
-    const unsigned b = blockIdx.x, N = (unsigned)Ly.N, G = gridDim.x;
-    sm_tile t;
-    t.r0 = (int)(b * N / G);
-    t.R = (int)((b + 1) * N / G) - t.r0;
-    t.k0 = 0;
-    t.kt = Ly.K;
-    return t;
-}
-
 template <typename T, int MT>
 __global__ void __launch_bounds__(FMLP_SM_THREADS, 1) fmlp_small_m_lean_kernel(const __grid_constant__ sm_params P) {
     extern __shared__ __align__(128) char smem[];
@@ -1002,29 +1007,11 @@ __global__ void __launch_bounds__(FMLP_SM_THREADS, 1) fmlp_small_m_lean_kernel(c
     uint64_t* xbar = &mbar[FMLP_MAX_LAYERS];
     SM_STAMP(0, 0);
     if (warp == FMLP_SM_WARPS - 1) {
-        /* producer: mbarriers, then x's rows (layer 0's staged input), then every layer's
-         * weight row segments, layer by layer, each layer on its own mbarrier */
-        if (lane == 0) {
-            for (int li = 0; li < L; li++) mbar_init(&mbar[li], 1);
-            mbar_init(xbar, 1);
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-            asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
-            asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
-#endif
-        }
+        /* producer: mbarriers, then x's rows (layer 0's input, always staged here), then
+         * every layer's weight row segments, each layer on its own mbarrier */
+        if (lane == 0) sm_init_mbars(mbar, L);
         __syncwarp();
-        const sm_layer& L0 = P.layer[0];
-        const unsigned xrow = (unsigned)(L0.K * (int)sizeof(T));
-        if (lane == 0) mbar_expect_tx(xbar, xrow * (unsigned)P.M);
-        __syncwarp();
-        for (int m = lane; m < P.M; m += 32)
-            bulk_g2s(smem_u32(smem + L0.stage_off + m * L0.hstride), (const char*)P.x + (size_t)m * xrow, xrow, xbar);
-        for (int li = 0; li < L; li++) {
-            const sm_layer& Ly = P.layer[li];
-            const sm_tile tl = sm_lean_tile(Ly);
-            if (tl.R > 0) sm_issue_layer_bulk<T>(Ly, smem, tl, &mbar[li], lane);
-            if (li == 0) SM_STAMP(13, FMLP_SM_ISSUE);
-        }
+        sm_issue_all_bulk<T, true>(P, P.layer, smem, mbar, lane);
         SM_STAMP(1, FMLP_SM_ISSUE);
     } else {
         /* biases of the block's rows -> shared fp32, two layers at a time: both layers'
