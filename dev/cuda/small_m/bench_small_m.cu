@@ -244,13 +244,13 @@ static int check_one(const char* name, const fmlp_desc& d, fmlp_dtype dt, int M,
         double e = rel_err(got, ref, dt, &nans);
         double es_max = 0;
         int snans = 0;
+        std::vector<std::vector<unsigned char>> gsaved(ns);
         if (save)
             for (int s = 0; s < ns; s++) {
-                size_t b = (size_t)M * fmlp_saved_width(&d, s) * es;
-                std::vector<unsigned char> gs(b);
-                CK(cudaMemcpy(gs.data(), sv[s], b, cudaMemcpyDeviceToHost));
+                gsaved[s].resize((size_t)M * fmlp_saved_width(&d, s) * es);
+                CK(cudaMemcpy(gsaved[s].data(), sv[s], gsaved[s].size(), cudaMemcpyDeviceToHost));
                 int n2;
-                es_max = std::max(es_max, rel_err(gs, rsaved[s], dt, &n2));
+                es_max = std::max(es_max, rel_err(gsaved[s], rsaved[s], dt, &n2));
                 snans += n2;
             }
         int ok = e < tol && nans == 0 && es_max < tol && snans == 0;
@@ -258,8 +258,7 @@ static int check_one(const char* name, const fmlp_desc& d, fmlp_dtype dt, int M,
         if (!ok && save) /* where: the first wrong entries of each saved tensor */
             for (int s = 0; s < ns; s++) {
                 const int W = (int)fmlp_saved_width(&d, s);
-                std::vector<unsigned char> gs((size_t)M * W * es);
-                CK(cudaMemcpy(gs.data(), sv[s], gs.size(), cudaMemcpyDeviceToHost));
+                const std::vector<unsigned char>& gs = gsaved[s];
                 double mx = 0;
                 for (double v : rsaved[s]) mx = std::max(mx, fabs(v));
                 int bad = 0;
