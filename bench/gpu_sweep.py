@@ -109,16 +109,33 @@ def warm_gpu(seconds=1.0):
         torch.cuda.synchronize()
 
 
-def loop_time_us(step, iters=200):
-    """Wall time per call of a Python loop (launch overhead included), µs."""
-    for _ in range(10):
-        step()
-    torch.cuda.synchronize()
-    t = time.perf_counter()
-    for _ in range(iters):
-        step()
-    torch.cuda.synchronize()
-    return (time.perf_counter() - t) / iters * 1e6
+def loop_times_us(steps, iters=500, rounds=7):
+    """Wall time per call of a Python loop (host time included), µs, for each of `steps`
+    (label -> (step, FUSED_MLP_STRATEGY or None)). The host of the GPU machine drifts by
+    tens of percent within seconds, so the variants take turns: each round times one loop
+    of every variant; per variant the median round. The strategy is set outside the timed
+    loop (setting os.environ costs ~2-4 µs there)."""
+    def one(step, strategy):
+        if strategy:
+            os.environ["FUSED_MLP_STRATEGY"] = strategy
+        try:
+            step()
+            torch.cuda.synchronize()
+            t = time.perf_counter()
+            for _ in range(iters):
+                step()
+            torch.cuda.synchronize()
+            return (time.perf_counter() - t) / iters * 1e6
+        finally:
+            os.environ.pop("FUSED_MLP_STRATEGY", None)
+
+    for step, strategy in steps.values():  # warm-up
+        one(step, strategy)
+    runs = {label: [] for label in steps}
+    for _ in range(rounds):
+        for label, (step, strategy) in steps.items():
+            runs[label].append(one(step, strategy))
+    return {label: statistics.median(v) for label, v in runs.items()}
 
 
 def copy_bandwidth_gbs():
@@ -165,17 +182,18 @@ def targets(replays):
         for m in m_list:
             x = torch.randn(m, SPECS[name].in_features, device="cuda", dtype=torch.bfloat16)
             row = dict(model=name, M=m, floor_us=floor_us, copy_gbs=bw,
-                       eager_graph_us=graph_time_us(make_step(eager, x, False), replays),
-                       eager_loop_us=loop_time_us(make_step(eager, x, False)))
+                       eager_graph_us=graph_time_us(make_step(eager, x, False), replays))
             for strategy in ("auto", "gemm", "small_m"):
                 os.environ["FUSED_MLP_STRATEGY"] = strategy
                 row[f"{strategy}_graph_us"] = graph_time_us(make_step(fused, x, False), replays)
-                row[f"{strategy}_loop_us"] = loop_time_us(make_step(fused, x, False))
                 if strategy == "auto":
                     with torch.no_grad():  # as the timed calls run: explain() plans a grad-mode call as training
                         row["strategy"] = fused_mlp.explain(x, [p for p in fused.parameters() if p.dim() == 2],
                                                             SPECS[name].activation, gated=SPECS[name].gated)["strategy"]
             os.environ.pop("FUSED_MLP_STRATEGY")
+            loops = loop_times_us({"eager": (make_step(eager, x, False), None),
+                                   **{s: (make_step(fused, x, False), s) for s in ("auto", "gemm", "small_m")}})
+            row.update({f"{k}_loop_us": v for k, v in loops.items()})
             rows.append(row)
     return rows
 
@@ -279,15 +297,16 @@ def write_results(out, head, dev, t_rows, s_rows):
         json.dump(dict(device=dev, targets=t_rows, sweep=s_rows), f, indent=1)
     lines = [f"# GPU results\n\n{head}\n", "## Small-batch targets (bf16, forward; µs per call)\n",
              "graph: GPU time per call in CUDA-graph replay; loop: wall time per call of a Python loop.\n",
+             "loop: the variants take turns over 7 rounds of 500 calls, median round (the host drifts).\n",
              "| model | M | floor | eager graph | auto graph | gemm graph | small_m graph | small_m/floor | "
-             "eager loop | auto loop | gemm loop | small_m loop | auto chose |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "eager loop | auto loop | gemm loop | small_m loop | eager/auto loop | auto chose |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in t_rows:
         lines.append(f"| {r['model']} | {r['M']} | {r['floor_us']:.1f} | {us(r['eager_graph_us'])} | "
                      f"{us(r['auto_graph_us'])} | {us(r['gemm_graph_us'])} | {us(r['small_m_graph_us'])} | "
                      f"{ratio(r['small_m_graph_us'], r['floor_us'])} | {us(r['eager_loop_us'])} | "
                      f"{us(r['auto_loop_us'])} | {us(r['gemm_loop_us'])} | {us(r['small_m_loop_us'])} | "
-                     f"{r['strategy']} |")
+                     f"{ratio(r['eager_loop_us'], r['auto_loop_us'])} | {r['strategy']} |")
     lines.append(f"\ncopy bandwidth (read + write): {t_rows[0]['copy_gbs']:.0f} GB/s\n")
     if s_rows:
         lines += ["## Sweep (GPU time per step, CUDA-graph replay, µs; ratio > 1: fused faster)\n",

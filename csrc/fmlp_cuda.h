@@ -54,6 +54,7 @@ typedef struct {
     fmlp_linear_fn linear;
     void* gemm_ctx;     /* passed to gemm and linear */
     int force_strategy; /* FMLP_STRATEGY_AUTO, or a strategy to use when it supports the call */
+    int capturing;      /* 1: ctx->stream is being captured into a CUDA graph (set by the caller) */
 } fmlp_cuda_ctx;
 
 /* Fills sm_count and compute capability of ctx->device; error if the GPU is older than

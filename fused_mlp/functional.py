@@ -7,7 +7,7 @@ from typing import Optional, Sequence, Union
 import torch
 
 from . import _activations
-from ._ops import FusedMLPFunction, _below_autograd, _forward_entry, forward_op
+from ._ops import FusedMLPFunction, _infer_entry, config_id, forward_op
 
 _any_autocast = torch._C._is_any_autocast_enabled  # one C call; the per-device query costs ~0.4 us
 _is_compiling = torch.compiler.is_compiling
@@ -62,9 +62,10 @@ def run(x: torch.Tensor, weights: list, biases: list, has_bias: list, activation
         out = FusedMLPFunction.apply(x2, (has_bias, activations, negative_slope, gated), *weights, *biases)
     elif compiling:
         out, _ = forward_op(x2, weights, biases, has_bias, activations, negative_slope, gated, False)
-    else:  # _ops.forward_no_autograd, inlined: one Python frame less per call
-        with _below_autograd():
-            out, _ = _forward_entry(x2, weights, biases, has_bias, activations, negative_slope, gated, False)
+    else:  # the compact inference op: the least host time. It has no autograd kernel, so
+        # torch's C++ autograd fallback just passes it on (no tensor needs a gradient here);
+        # cheaper than entering _below_autograd from Python (0.44 us, CPU)
+        out = _infer_entry(x2, weights + biases, config_id(activations, has_bias, negative_slope, gated))
     return out if lead is None else out.reshape(*lead, out.shape[-1])
 
 

@@ -113,7 +113,7 @@ def _names(run: _Run):
 
 class FusedMLP(nn.Sequential):
     """An nn.Sequential of nn.Linear layers and activations whose Linear runs execute as
-    one fused op each (torch.ops.fused_mlp.forward).
+    one fused op each (torch.ops.fused_mlp.forward, or ::infer when no gradient is needed).
 
     Children keep their names, so ``FusedMLP.from_sequential(seq)`` has the very same
     parameters and state_dict keys as ``seq``. Children that cannot be fused (a LayerNorm,

@@ -171,6 +171,52 @@ def test_side_stream():
     assert torch.equal(got, want)
 
 
+def test_cached_workspace_across_streams_sizes_and_a_graph():
+    """csrc/shim/ws_cache.h: calls outside capture reuse one cached scratch buffer per device
+    while they stay on its stream. Interleave what could break that: two shapes (the smaller
+    reuses the larger buffer), two streams with no synchronisation between calls, and a captured
+    graph (fresh scratch of its own) replayed on a third stream while eager calls run; every
+    output must be the reference's."""
+    torch.manual_seed(0)
+    mlps = [random_mlp([1024, 4096, 1024], dtype=torch.bfloat16, device="cuda"),
+            random_mlp([256, 512, 256], dtype=torch.bfloat16, device="cuda", gated=True, acts=["silu", "identity"])]
+    gated = [False, True]
+
+    def call(k, x):
+        w, b, a = mlps[k]
+        return fused_mlp.fused_mlp(x, w, b, a, gated=gated[k])
+
+    def want(k, x):
+        w, b, a = mlps[k]
+        return reference_mlp(x.double(), [t.double() for t in w], [t.double() for t in b], a, gated[k])
+
+    s1, s2, s3 = torch.cuda.Stream(), torch.cuda.Stream(), torch.cuda.Stream()
+    xg = torch.randn(4, 1024, dtype=torch.bfloat16, device="cuda")
+    for s in (s1, s2, s3):
+        s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s3):
+        call(0, xg)
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g, stream=s3):
+            g_out = call(0, xg)
+    torch.cuda.synchronize()
+    outs = []
+    for i in range(12):
+        k, m = i % 2, (1, 16, 3)[i % 3]
+        x = torch.randn(m, mlps[k][0][0].shape[1], dtype=torch.bfloat16, device="cuda")
+        stream = (s1, s2, torch.cuda.current_stream())[i % 3]
+        stream.wait_stream(torch.cuda.current_stream())  # x was made there
+        with torch.cuda.stream(stream):
+            outs.append((k, x, call(k, x)))
+            x.record_stream(stream)
+        with torch.cuda.stream(s3):
+            g.replay()
+    torch.cuda.synchronize()
+    for k, x, out in outs:
+        assert rel_err(out, want(k, x)) < 2e-2
+    assert rel_err(g_out, want(0, xg)) < 2e-2
+
+
 @pytest.mark.parametrize("m", [8, 4096])
 @pytest.mark.parametrize("train", [False, True])
 def test_cuda_graph_capture(m, train):

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 import fused_mlp
-from fused_mlp._ops import backward_op, forward_op
+from fused_mlp._ops import backward_op, config_id, forward_op, infer_op
 from mlp_reference import DEVICES, random_mlp, reference_mlp, rel_err
 
 
@@ -28,6 +28,60 @@ def test_opcheck_forward(device, gated, dtype):
         pytest.skip("float64 is CPU-only")
     torch.library.opcheck(forward_op, op_args(device, dtype, gated))
     torch.library.opcheck(forward_op, op_args(device, dtype, gated, requires_grad=False, save=False))
+
+
+def infer_args(device, dtype=torch.float32, gated=False):
+    x, weights, biases, has_bias, acts, slope, gated, _ = op_args(device, dtype, gated, requires_grad=False)
+    return (x, weights + biases, config_id(acts, has_bias, slope, gated))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("gated", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_infer_is_forward_without_saving(device, gated, dtype):
+    """The compact inference op: same numbers as forward(save=False) (bit for bit: the same
+    kernels), and what torch.library.opcheck checks of its schema and fake kernel."""
+    if device == "cuda" and dtype == torch.float64:
+        pytest.skip("float64 is CPU-only")
+    args = op_args(device, dtype, gated, requires_grad=False, save=False)
+    x, weights, biases, has_bias, acts, slope = args[:6]
+    out, saved = forward_op(*args)
+    params, cid = weights + biases, config_id(acts, has_bias, slope, gated)
+    got = infer_op(x, params, cid)
+    assert saved == [] and torch.equal(got, out)
+    names = {v: k for k, v in fused_mlp._activations.CODES.items()}
+    ref = reference_mlp(x, weights, [biases[0], None] + biases[1:], [names[a] for a in acts], gated=gated, slope=slope)
+    # float64: the core keeps negative_slope as a float32 (0.1 -> 0.10000000149)
+    assert rel_err(got, ref) < (1e-5 if dtype == torch.float32 else 1e-8)
+    torch.library.opcheck(infer_op, (x, params, cid), test_utils=("test_schema", "test_faketensor"))
+
+
+def test_config_ids_are_interned_and_checked():
+    a = config_id([3, 7, 0], [1, 0, 1], 0.1, False)
+    assert config_id([3, 7, 0], [1, 0, 1], 0.1, False) == a
+    assert fused_mlp._C.config_id((3, 7, 0), (1, 0, 1), 0.1, False) == a  # the C table, not only the memo
+    assert config_id([3, 7, 0], [1, 0, 1], 0.2, False) != a
+    assert config_id([4, 0], [1, 0, 1], 0.1, True) != a
+    assert fused_mlp._C.config_info(a) == ((3, 7, 0), (1, 0, 1), pytest.approx(0.1), False)
+    with pytest.raises(ValueError, match="has_bias entry per weight"):
+        fused_mlp._C.config_id((3, 0), (1, 0, 1), 0.1, False)
+    with pytest.raises(ValueError, match=r"activations\[1\] = 9"):
+        fused_mlp._C.config_id((3, 9), (1, 0), 0.1, False)
+    with pytest.raises(ValueError, match=r"has_bias\[0\] must be 0 or 1"):
+        fused_mlp._C.config_id((3, 0), (2, 0), 0.1, False)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_infer_errors_name_the_argument(device):
+    x, params, cid = infer_args(device)
+    with pytest.raises(RuntimeError, match="config 123456 is not a registered configuration"):
+        infer_op(x, params, 123456)
+    with pytest.raises(RuntimeError, match="params must hold the 3 weights and then the 2 biases"):
+        infer_op(x, params[:-1], cid)
+    with pytest.raises(RuntimeError, match=r"weights\[1\] must have shape \(out, 20\)"):
+        infer_op(x, [params[0], params[0]] + params[2:], cid)
+    with pytest.raises(RuntimeError, match=r"weights\[0\] must have the dtype of x \(torch.float16\)"):
+        infer_op(x.half(), params, cid)
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -22,14 +22,15 @@ def test_profile_variants_returns_plain_data(tmp_path):
     eager, fused = results
     assert [r.name for r in results] == ["eager", "fused"]
     assert eager.kernels_per_step >= 4  # gate, up, act, mul, down (the Linear products at least)
-    assert fused.kernels_per_step == 1 and fused.kernels[0].name == "fused_mlp::forward"
+    # an inference step runs the compact op (fused_mlp::infer); training steps run ::forward
+    assert fused.kernels_per_step == 1 and fused.kernels[0].name == "fused_mlp::infer"
     assert fused.strategy == "cpu"
     assert eager.speedup == 1.0 and fused.speedup > 0 and fused.wall_us > 0
     for r in results:
         with open(r.trace_path) as f:
             names = {e.get("name") for e in json.load(f)["traceEvents"]}
         assert f"{r.name}.forward" in names
-    assert "fused_mlp::forward" in names
+    assert "fused_mlp::infer" in names
 
 
 def test_cli_writes_table_traces_plot(tmp_path, capsys):
@@ -67,5 +68,5 @@ def test_notebook_executes(tmp_path):
         del os.environ["FUSED_MLP_NOTEBOOK_SMALL"]
     text = "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
     # CPU runs list operators (the fused op by name), GPU runs list kernels (ours: fmlp_*)
-    assert "| fused" in text and ("fused_mlp::forward" in text or "fmlp_" in text)
+    assert "| fused" in text and ("fused_mlp::infer" in text or "fmlp_" in text)
     assert (tmp_path / "profile_out" / "time_vs_batch.png").exists()

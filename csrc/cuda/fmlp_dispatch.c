@@ -77,10 +77,7 @@ int fmlp_cuda_plan(const fmlp_desc* d, fmlp_dtype dt, int64_t M, int save, int b
                    "with cuBLAS, about half the host time)";
             return FMLP_STRATEGY_SMALL_M;
         }
-        enum cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
-        const int capturing = cudaStreamIsCapturing((cudaStream_t)ctx->stream, &cs) != cudaSuccess ||
-                              cs != cudaStreamCaptureStatusNone;
-        if (M <= 16 && !capturing) {
+        if (M <= 16 && !ctx->capturing) {
             *why = "M <= 16, 16-bit, <= 2 layers, inference, not in CUDA-graph capture: one launch for all layers "
                    "(measured: half the host time per call, GPU time level with eager)";
             return FMLP_STRATEGY_SMALL_M;

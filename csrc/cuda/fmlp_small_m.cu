@@ -1139,7 +1139,10 @@ static int sm_split_choice(int N, int K, int64_t M, int es, int grid, int* RG, i
         const char* e = getenv("FMLP_SM_SPLIT");
         env = e && *e ? atoi(e) : -1;
     }
-    if (env == 0 || K < 64 || grid < 4) return 1;
+    /* default (env < 0): whole K. Measured (H100, NOTES.md "v3"): the fp32 atomics of the
+     * split made every target shape slower (M=1: 17.5 vs 16.2 us, M=16: 22.8 vs 19.5, GeGLU
+     * M=64: 43.1 vs 30.6), though it reads 8x fewer input bytes. */
+    if (env <= 0 || K < 64 || grid < 4) return 1;
     double best = -1;
     int bS = 1;
     for (int rows = 16; rows < N + 16; rows += 16) {
@@ -1155,11 +1158,6 @@ static int sm_split_choice(int N, int K, int64_t M, int es, int grid, int* RG, i
         if (best < 0 || cost < best) { best = cost; bS = s; *RG = rg; *Rg = rows; *KT = kt; }
         if (rows >= N) break;
     }
-    if (bS < 2) return 1;
-    /* default: whole K. Measured (H100, NOTES.md "v3"): the fp32 atomics of the split made
-     * every target shape slower (M=1: 17.5 vs 16.2 us, M=16: 22.8 vs 19.5, GeGLU M=64: 43.1
-     * vs 30.6), though it reads 8x fewer input bytes. */
-    if (env < 0) return 1;
     return bS;
 }
 

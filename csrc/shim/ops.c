@@ -16,11 +16,14 @@
 #include <string.h>
 #include "../fmlp.h"
 #ifdef FMLP_WITH_CUDA
+#include <cuda_runtime_api.h>
 #include "../fmlp_cuda.h"
 #endif
+#include "configs.h"
 #include "gemm.h"
 #include "ops.h"
 #include "stable_abi.h"
+#include "ws_cache.h"
 
 void fmlp_throw(const char* msg); /* throw.cpp; never returns */
 
@@ -219,17 +222,10 @@ typedef struct {
     int n_weights, n_biases;
 } mlp_args;
 
-/* stack[i0..i0+5] = weights, biases, has_bias, activations, negative_slope, gated.
- * Takes ownership of the lists first, then checks x and the chain of shapes. */
-static fmlp_dtype take_mlp(arena* a, StableIValue* s, const tinfo* x, mlp_args* m) {
-    memset(m, 0, sizeof *m);
-    int64_t has_bias[FMLP_MAX_LAYERS + 1], acts[FMLP_MAX_LAYERS];
-    m->n_weights = take_tensor_list(a, s[0], m->w, FMLP_MAX_LAYERS + 1, "weights");
-    m->n_biases = take_tensor_list(a, s[1], m->b, FMLP_MAX_LAYERS + 1, "biases");
-    int nhb = take_int_list(a, s[2], has_bias, FMLP_MAX_LAYERS + 1, "has_bias");
-    int nact = take_int_list(a, s[3], acts, FMLP_MAX_LAYERS, "activations");
-    m->d.negative_slope = (float)iv_double(s[4]);
-    m->d.gated = iv_bool(s[5]);
+/* Checks x and the chain of shapes of m's tensors (m->w, m->b, n_weights, n_biases,
+ * d.negative_slope and d.gated already set) against has_bias / acts; fills m->d and m->p. */
+static fmlp_dtype check_mlp(arena* a, const tinfo* x, mlp_args* m, const int64_t* has_bias, int nhb,
+                            const int64_t* acts, int nact) {
     fmlp_dtype dt = check_x(a, x, "x");
 
     if (m->n_weights == 0) fail(a, "fused_mlp: weights must hold at least one weight tensor, got an empty list");
@@ -277,6 +273,46 @@ static fmlp_dtype take_mlp(arena* a, StableIValue* s, const tinfo* x, mlp_args* 
     fmlp_status st;
     if (fmlp_desc_validate(&m->d, &st) != FMLP_OK) fail(a, "fused_mlp: %s", st.msg);
     return dt;
+}
+
+/* stack[i0..i0+5] = weights, biases, has_bias, activations, negative_slope, gated.
+ * Takes ownership of the lists first, then checks x and the chain of shapes. */
+static fmlp_dtype take_mlp(arena* a, StableIValue* s, const tinfo* x, mlp_args* m) {
+    memset(m, 0, sizeof *m);
+    int64_t has_bias[FMLP_MAX_LAYERS + 1], acts[FMLP_MAX_LAYERS];
+    m->n_weights = take_tensor_list(a, s[0], m->w, FMLP_MAX_LAYERS + 1, "weights");
+    m->n_biases = take_tensor_list(a, s[1], m->b, FMLP_MAX_LAYERS + 1, "biases");
+    int nhb = take_int_list(a, s[2], has_bias, FMLP_MAX_LAYERS + 1, "has_bias");
+    int nact = take_int_list(a, s[3], acts, FMLP_MAX_LAYERS, "activations");
+    m->d.negative_slope = (float)iv_double(s[4]);
+    m->d.gated = iv_bool(s[5]);
+    return check_mlp(a, x, m, has_bias, nhb, acts, nact);
+}
+
+/* stack[i0..i0+1] = params (the weights, then the biases that exist), config id. */
+static fmlp_dtype take_mlp_config(arena* a, StableIValue* s, const tinfo* x, mlp_args* m) {
+    memset(m, 0, sizeof *m);
+    tinfo all[2 * FMLP_MAX_LAYERS + 2];
+    int n = take_tensor_list(a, s[0], all, 2 * FMLP_MAX_LAYERS + 2, "params");
+    int64_t id;
+    memcpy(&id, &s[1], sizeof id);
+    const fmlp_config* c = fmlp_config_get(id);
+    if (!c) fail(a, "fused_mlp: config %lld is not a registered configuration (use fused_mlp._C.config_id)",
+                 (long long)id);
+    int64_t has_bias[FMLP_MAX_LAYERS + 1], acts[FMLP_MAX_LAYERS];
+    int nb = 0;
+    for (int k = 0; k < c->n_weights; k++) nb += has_bias[k] = c->has_bias[k];
+    for (int i = 0; i < c->n_layers; i++) acts[i] = c->act[i];
+    if (n != c->n_weights + nb)
+        fail(a, "fused_mlp: params must hold the %d weights and then the %d biases of config %lld, got %d tensors",
+             c->n_weights, nb, (long long)id, n);
+    m->n_weights = c->n_weights;
+    m->n_biases = nb;
+    memcpy(m->w, all, sizeof(tinfo) * (size_t)c->n_weights);
+    memcpy(m->b, all + c->n_weights, sizeof(tinfo) * (size_t)nb);
+    m->d.negative_slope = c->negative_slope;
+    m->d.gated = c->gated;
+    return check_mlp(a, x, m, has_bias, c->n_weights, acts, c->n_layers);
 }
 
 static AtenTensorHandle new_tensor(arena* a, const tinfo* like, int64_t d0, int64_t d1, int dim, int32_t dtype) {
@@ -358,7 +394,19 @@ static fmlp_cuda_ctx cuda_ctx(arena* a, const tinfo* x, fmlp_shim_gemm_ctx* gctx
         fail(a, "fused_mlp: FUSED_MLP_STRATEGY must be auto, gemm or small_m, got '%s'", getenv("FUSED_MLP_STRATEGY"));
     fmlp_status st = {0, {0}};
     if (fmlp_cuda_ctx_init(&c, &st) != FMLP_OK) fail(a, "fused_mlp: %s", st.msg);
+    enum cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
+    c.capturing = cudaStreamIsCapturing((cudaStream_t)c.stream, &cs) != cudaSuccess || cs != cudaStreamCaptureStatusNone;
     return c;
+}
+
+/* The call's device scratch: the device's cached buffer where ws_cache.h allows, else a
+ * fresh torch allocation (owned by the arena either way). */
+static void* cuda_workspace(arena* a, const fmlp_cuda_ctx* c, size_t bytes) {
+    if (bytes == 0) return NULL;
+    AtenTensorHandle h = fmlp_ws_cache_take(c->device, c->stream, bytes, c->capturing);
+    if (!h) fail(a, "fused_mlp: could not allocate a %zu-byte CUDA workspace", bytes);
+    own(a, h);
+    return data_of(h);
 }
 #endif
 
@@ -372,6 +420,46 @@ static void no_cuda(arena* a) {
 /* ---- fused_mlp::forward ------------------------------------------------------ */
 /* forward(Tensor x, Tensor[] weights, Tensor[] biases, int[] has_bias, int[] activations,
  *         float negative_slope, bool gated, bool save) -> (Tensor out, Tensor[] saved) */
+/* The forward of a checked call: allocates out (and the saved tensors when save), runs
+ * the backend for x's device. Result handles stay in the arena; the caller disowns them. */
+static AtenTensorHandle run_forward(arena* a, const tinfo* xp, fmlp_dtype dt, const mlp_args* m, int save,
+                                    AtenTensorHandle* saved, int* n_saved) {
+    const tinfo x = *xp;
+    const int64_t M = x.sizes[0];
+    const fmlp_desc* d = &m->d;
+    AtenTensorHandle out = new_tensor(a, &x, M, d->width[d->n_layers], 2, x.dtype);
+    int ns = save ? fmlp_saved_count(d) : 0;
+    void* saved_ptr[2 * FMLP_MAX_LAYERS + 2];
+    for (int s = 0; s < ns; s++) {
+        saved[s] = new_tensor(a, &x, M, fmlp_saved_width(d, s), 2, x.dtype);
+        saved_ptr[s] = data_of(saved[s]);
+    }
+    *n_saved = ns;
+
+    fmlp_status st = {0, {0}};
+    int rc;
+    if (dt == FMLP_F64) {
+        rc = fmlp_forward_cpu_f64(d, M, x.data, &m->p, data_of(out), save ? saved_ptr : NULL, &st);
+    } else if (is_cpu(&x)) {
+        fmlp_cpu_ctx c = cpu_ctx();
+        small_ws local;
+        void* ws = cpu_workspace(a, &x, fmlp_forward_workspace_bytes_cpu(d, dt, M, save, &c), &local);
+        rc = fmlp_forward_cpu(d, dt, M, x.data, &m->p, data_of(out), save ? saved_ptr : NULL, ws, &c, &st);
+    } else {
+#ifdef FMLP_WITH_CUDA
+        fmlp_shim_gemm_ctx gctx;
+        fmlp_cuda_ctx c = cuda_ctx(a, &x, &gctx);
+        void* ws = cuda_workspace(a, &c, fmlp_forward_workspace_bytes_cuda(d, dt, M, save, &c));
+        rc = fmlp_forward_cuda(d, dt, M, x.data, &m->p, data_of(out), save ? saved_ptr : NULL, ws, &c, &st);
+#else
+        no_cuda(a);
+        rc = FMLP_ERR_UNSUPPORTED;
+#endif
+    }
+    if (rc != FMLP_OK) fail(a, "fused_mlp.forward: %s", st.msg);
+    return out;
+}
+
 void fmlp_boxed_forward(StableIValue* stack, uint64_t nargs, uint64_t nouts) {
     (void)nargs; (void)nouts;
     arena a = {{0}, 0};
@@ -380,39 +468,9 @@ void fmlp_boxed_forward(StableIValue* stack, uint64_t nargs, uint64_t nouts) {
     mlp_args m;
     fmlp_dtype dt = take_mlp(&a, &stack[1], &x, &m);
     int save = iv_bool(stack[7]);
-    int64_t M = x.sizes[0];
-    const fmlp_desc* d = &m.d;
-
-    AtenTensorHandle out = new_tensor(&a, &x, M, d->width[d->n_layers], 2, x.dtype);
-    int ns = save ? fmlp_saved_count(d) : 0;
     AtenTensorHandle saved[2 * FMLP_MAX_LAYERS + 2];
-    void* saved_ptr[2 * FMLP_MAX_LAYERS + 2];
-    for (int s = 0; s < ns; s++) {
-        saved[s] = new_tensor(&a, &x, M, fmlp_saved_width(d, s), 2, x.dtype);
-        saved_ptr[s] = data_of(saved[s]);
-    }
-
-    fmlp_status st = {0, {0}};
-    int rc;
-    if (dt == FMLP_F64) {
-        rc = fmlp_forward_cpu_f64(d, M, x.data, &m.p, data_of(out), save ? saved_ptr : NULL, &st);
-    } else if (is_cpu(&x)) {
-        fmlp_cpu_ctx c = cpu_ctx();
-        small_ws local;
-        void* ws = cpu_workspace(&a, &x, fmlp_forward_workspace_bytes_cpu(d, dt, M, save, &c), &local);
-        rc = fmlp_forward_cpu(d, dt, M, x.data, &m.p, data_of(out), save ? saved_ptr : NULL, ws, &c, &st);
-    } else {
-#ifdef FMLP_WITH_CUDA
-        fmlp_shim_gemm_ctx gctx;
-        fmlp_cuda_ctx c = cuda_ctx(&a, &x, &gctx);
-        void* ws = new_workspace(&a, &x, fmlp_forward_workspace_bytes_cuda(d, dt, M, save, &c));
-        rc = fmlp_forward_cuda(d, dt, M, x.data, &m.p, data_of(out), save ? saved_ptr : NULL, ws, &c, &st);
-#else
-        no_cuda(&a);
-        rc = FMLP_ERR_UNSUPPORTED;
-#endif
-    }
-    if (rc != FMLP_OK) fail(&a, "fused_mlp.forward: %s", st.msg);
+    int ns = 0;
+    AtenTensorHandle out = run_forward(&a, &x, dt, &m, save, saved, &ns);
 
     StableListHandle list;
     torch_new_list_reserve_size((size_t)ns, &list);
@@ -424,6 +482,24 @@ void fmlp_boxed_forward(StableIValue* stack, uint64_t nargs, uint64_t nouts) {
     arena_release(&a);
     stack[0] = tensor_iv(out);
     stack[1] = list_iv(list);
+}
+
+/* ---- fused_mlp::infer ------------------------------------------------------ */
+/* infer(Tensor x, Tensor[] params, int config) -> Tensor: the forward without saved
+ * tensors, for calls that need no gradient; params = the weights, then the biases that
+ * exist; config = an id from fused_mlp._C.config_id (configs.h says why). */
+void fmlp_boxed_infer(StableIValue* stack, uint64_t nargs, uint64_t nouts) {
+    (void)nargs; (void)nouts;
+    arena a = {{0}, 0};
+    own(&a, iv_tensor(stack[0]));
+    tinfo x = info_of(iv_tensor(stack[0]));
+    mlp_args m;
+    fmlp_dtype dt = take_mlp_config(&a, &stack[1], &x, &m);
+    int ns = 0;
+    AtenTensorHandle out = run_forward(&a, &x, dt, &m, 0, NULL, &ns);
+    disown(&a, out);
+    arena_release(&a);
+    stack[0] = tensor_iv(out);
 }
 
 /* ---- fused_mlp::backward ----------------------------------------------------- */
@@ -488,7 +564,7 @@ void fmlp_boxed_backward(StableIValue* stack, uint64_t nargs, uint64_t nouts) {
 #ifdef FMLP_WITH_CUDA
         fmlp_shim_gemm_ctx gctx;
         fmlp_cuda_ctx c = cuda_ctx(&a, &x, &gctx);
-        void* ws = new_workspace(&a, &x, fmlp_backward_workspace_bytes_cuda(d, dt, M, &c));
+        void* ws = cuda_workspace(&a, &c, fmlp_backward_workspace_bytes_cuda(d, dt, M, &c));
         rc = fmlp_backward_cuda(d, dt, M, gout.data, x.data, saved_ptr, &m.p, dx, &g, ws, &c, &st);
 #else
         no_cuda(&a);

@@ -42,6 +42,8 @@ AOTITorchError aoti_torch_empty_strided(int64_t ndim, const int64_t* sizes, cons
                                         int32_t dtype, int32_t device_type, int32_t device_index,
                                         AtenTensorHandle* ret);
 AOTITorchError aoti_torch_delete_tensor_object(AtenTensorHandle t);
+/* a second owning handle to the same tensor (a new reference) */
+AOTITorchError aoti_torch_new_tensor_handle(AtenTensorHandle orig, AtenTensorHandle* ret);
 int32_t aoti_torch_dtype_float32(void);
 int32_t aoti_torch_dtype_float64(void);
 int32_t aoti_torch_dtype_bfloat16(void);
