@@ -1011,6 +1011,7 @@ __global__ void __launch_bounds__(FMLP_SM_THREADS, 1) fmlp_small_m_lean_kernel(c
          * every layer's weight row segments, each layer on its own mbarrier */
         if (lane == 0) sm_init_mbars(mbar, L);
         __syncwarp();
+        SM_STAMP(14, FMLP_SM_ISSUE);
         sm_issue_all_bulk<T, true>(P, P.layer, smem, mbar, lane);
         SM_STAMP(1, FMLP_SM_ISSUE);
     } else {

@@ -399,7 +399,7 @@ static void prof_case(const char* name, const fmlp_desc& d, int M, cudaStream_t 
     fmlp_status stt;
     const char* lab[16] = {"entry skew", "bulk issued", "biases loaded", "L0 start", "L0 w landed", "L0 mma done",
                            "L0 done", "grid bar", "L1 start", "L1 w landed", "L1 mma done", "L1 done",
-                           "entry barrier", "x+W0 issued", "bias fetch iss", "end"};
+                           "entry barrier", "x+W0 issued", "bias iss|mbar ok", "end"}; /* 14: v4 bias fetch issued, lean mbarriers ready */
     std::vector<std::vector<double>> acc(16);
     for (int it = 0; it < 12; it++) {
         /* cold: rotate 6 weight sets (100 MB > 50 MB L2, clean lines); hot: one set */
@@ -435,6 +435,66 @@ static void prof_case(const char* name, const fmlp_desc& d, int M, cudaStream_t 
     mlp_free(m);
 }
 #endif
+
+/* ---- "launch" mode: what a launch of this shape costs in graph replay, kernel work aside.
+ * Empty kernels with the lean kernel's launch shape (grid = SMs, 256 threads, ~200 KB dynamic
+ * shared memory, cooperative), varying one thing at a time: parameter bytes (the kernels take
+ * sm_params, ~5.4 KB), shared memory, cooperative or not; plus one and two grid barriers. */
+#include <cooperative_groups.h>
+template <int PB> struct blob { unsigned char b[PB]; };
+template <int PB, int SYNCS>
+__global__ void __launch_bounds__(256, 1) k_empty(const __grid_constant__ blob<PB> p) {
+    extern __shared__ unsigned char s_dyn[];
+    for (int i = 0; i < SYNCS; i++) cooperative_groups::this_grid().sync();
+    if (threadIdx.x == 0 && p.b[PB - 1] == 123) s_dyn[0] = 1; /* never: keeps p and smem alive */
+}
+template <int PB, int SYNCS>
+static double time_empty(cudaStream_t st, int grid, size_t smem, bool coop) {
+    const void* fn = (const void*)k_empty<PB, SYNCS>;
+    CK(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    blob<PB> p;
+    memset(&p, 0, sizeof p);
+    void* args[] = {&p};
+    auto launch = [&]() {
+        if (coop) CK(cudaLaunchCooperativeKernel(fn, dim3(grid), dim3(256), args, smem, st));
+        else CK(cudaLaunchKernel(fn, dim3(grid), dim3(256), args, smem, st));
+    };
+    for (int i = 0; i < 3; i++) launch();
+    CK(cudaStreamSynchronize(st));
+    cudaGraph_t g;
+    cudaGraphExec_t ge;
+    CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeGlobal));
+    for (int i = 0; i < 12; i++) launch();
+    CK(cudaStreamEndCapture(st, &g));
+    CK(cudaGraphInstantiate(&ge, g, 0));
+    cudaEvent_t e0, e1;
+    CK(cudaEventCreate(&e0)); CK(cudaEventCreate(&e1));
+    std::vector<float> t;
+    for (int i = 0; i < 60; i++) {
+        CK(cudaEventRecord(e0, st)); CK(cudaGraphLaunch(ge, st)); CK(cudaEventRecord(e1, st));
+        CK(cudaEventSynchronize(e1));
+        float ms; CK(cudaEventElapsedTime(&ms, e0, e1));
+        if (i >= 10) t.push_back(ms);
+    }
+    cudaGraphExecDestroy(ge); cudaGraphDestroy(g);
+    std::sort(t.begin(), t.end());
+    return t[t.size() / 2] * 1e3 / 12;
+}
+static void launch_costs(cudaStream_t st) {
+    int dev, sms;
+    CK(cudaGetDevice(&dev));
+    CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+    const size_t big = 200 * 1024;
+    printf("launch costs (graph of 12 launches, us per launch; grid %d x 256 threads):\n", sms);
+    printf("  coop, 5.4 KB params, 200 KB smem (the lean kernel's shape) %6.2f\n", time_empty<5440, 0>(st, sms, big, true));
+    printf("  coop, 256 B params, 200 KB smem                           %6.2f\n", time_empty<256, 0>(st, sms, big, true));
+    printf("  plain, 5.4 KB params, 200 KB smem                         %6.2f\n", time_empty<5440, 0>(st, sms, big, false));
+    printf("  plain, 256 B params, 200 KB smem                          %6.2f\n", time_empty<256, 0>(st, sms, big, false));
+    printf("  plain, 256 B params, no dynamic smem                      %6.2f\n", time_empty<256, 0>(st, sms, 0, false));
+    printf("  coop, 256 B params, 200 KB smem, 1 grid sync              %6.2f\n", time_empty<256, 1>(st, sms, big, true));
+    printf("  coop, 256 B params, 200 KB smem, 2 grid syncs             %6.2f\n", time_empty<256, 2>(st, sms, big, true));
+    printf("  coop, 256 B params, 200 KB smem, 8 grid syncs             %6.2f\n", time_empty<256, 8>(st, sms, big, true));
+}
 
 int main(int argc, char** argv) {
     const char* mode = argc > 1 ? argv[1] : "all";
@@ -518,6 +578,7 @@ int main(int argc, char** argv) {
         }
     }
 #endif
+    if (!strcmp(mode, "launch")) launch_costs(st);
     if (!strcmp(mode, "ncu")) {
         /* plain launches of one case (argv[2]: 0 = M=1, 1 = M=16, 2 = GeGLU M=64), hot weights:
          * for ncu --launch-skip 2 --launch-count 1 (no graph, no timing) */

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds and runs the small-M harness on the GPU: correctness, then timing; the tables last.
-# Usage (repo root): dev/cuda/small_m/run.sh [check|time|all|build]   (logs to $OUT when set)
+# Usage (repo root): dev/cuda/small_m/run.sh [check|time|all|build|launch]   (logs to $OUT when set;
+#   BUILD=DIR: where the binaries go, SKIP_BUILD=1: use the ones already there)
 #   bench_small_m       the kernels in csrc/cuda/fmlp_small_m.cu (check and/or time), run under
 #                       several dev knobs (env, read once per process; VARIANTS="default v4 ..."):
 #                       FMLP_SM_LEAN=0 (never the lean v5 kernel: always v4),
@@ -16,7 +17,8 @@ cd "$(dirname "$0")/../../.."
 B=${BUILD:-/tmp/fmlp_small_m_build}
 mkdir -p "$B"
 NVFLAGS="-O3 -std=c++17 -Xcompiler -fPIC --expt-relaxed-constexpr -DFMLP_WITH_CUDA -lineinfo -Icsrc"
-ARCH="-gencode arch=compute_90a,code=sm_90a -gencode arch=compute_80,code=sm_80"
+ARCH=${ARCH:-"-gencode arch=compute_90a,code=sm_90a -gencode arch=compute_80,code=sm_80"}
+if [ -n "${SKIP_BUILD:-}" ]; then :; else  # SKIP_BUILD=1: binaries already in $BUILD (built elsewhere, carried)
 gcc -O2 -std=gnu11 -fPIC -Icsrc -c csrc/fmlp_desc.c -o "$B/fmlp_desc.o" || exit 1
 nvcc $NVFLAGS $ARCH -c csrc/cuda/fmlp_small_m.cu -o "$B/fmlp_small_m.o" &
 nvcc $NVFLAGS $ARCH -DFMLP_SM_PROF -c csrc/cuda/fmlp_small_m.cu -o "$B/fmlp_small_m_prof.o" &
@@ -25,6 +27,7 @@ nvcc $NVFLAGS $ARCH -DFMLP_SM_PROF -c dev/cuda/small_m/bench_small_m.cu -o "$B/b
 wait
 nvcc $ARCH "$B/bench.o" "$B/fmlp_small_m.o" "$B/fmlp_desc.o" -o "$B/bench_small_m" || exit 1
 nvcc $ARCH "$B/bench_prof.o" "$B/fmlp_small_m_prof.o" "$B/fmlp_desc.o" -o "$B/bench_small_m_prof" || exit 1
+fi
 D=${OUT:-$B}
 MODE=${1:-all}
 [ "$MODE" = build ] && exit 0   # binaries only (e.g. for ncu: bench_small_m ncu CASE)
