@@ -85,7 +85,7 @@ def graph_time_us(step, replays):
     return None if g is None else replay_time_us(g, replays)
 
 
-def side_by_side_us(steps, replays, rounds=3):
+def side_by_side_us(steps, replays, rounds=5):
     """{label: µs} for several steps measured in turn, `rounds` times over (A B C A B C ...),
     each the median of its rounds: clock and thermal drift over a long sweep then lands on
     every variant alike instead of on whichever ran last (session 4: a 0.94x row at M = 8192
