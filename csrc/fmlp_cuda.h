@@ -16,6 +16,8 @@
  *                          gating epilogue kernels (any shape; the large-M workhorse)
  *   FMLP_STRATEGY_SMALL_M  one launch for the whole forward, weights streamed from HBM
  *                          once across all SMs (M <= 64; csrc/cuda/fmlp_small_m.cu)
+ *   FMLP_STRATEGY_NARROW   one launch for the whole forward, every layer's weights in each
+ *                          block's shared memory, any M (widths <= 256; fmlp_narrow.cu)
  */
 #ifndef FMLP_CUDA_H
 #define FMLP_CUDA_H
@@ -29,7 +31,8 @@ typedef enum {
     FMLP_STRATEGY_AUTO = 0,
     FMLP_STRATEGY_GEMM = 1,
     FMLP_STRATEGY_SMALL_M = 2,
-    FMLP_STRATEGY_COUNT = 3,
+    FMLP_STRATEGY_NARROW = 3,
+    FMLP_STRATEGY_COUNT = 4,
 } fmlp_strategy;
 
 /* C (M, N), row stride ldc = C[m * ldc + n], dtype dt, = A·B (+ C when accumulate),
@@ -91,6 +94,15 @@ int fmlp_forward_small_m_cuda(const fmlp_desc* d, fmlp_dtype dt, int64_t M, cons
                               const fmlp_params* p, void* out, void* const* saved, void* ws,
                               const fmlp_cuda_ctx* ctx, fmlp_status* st);
 
+/* ---- the narrow forward (csrc/cuda/fmlp_narrow.cu) ----------------------------------- */
+/* 1 if the kernel handles (d, dt, M): plain layers, every width <= 256, <= 16 layers, the
+ * weights as float32 plus two row tiles in one block's shared memory — else 0 and *why. */
+int fmlp_narrow_supported(const fmlp_desc* d, fmlp_dtype dt, int64_t M, const fmlp_cuda_ctx* ctx,
+                          const char** why);
+/* Inference forward in ONE kernel launch, no workspace, no saved tensors. M may be 0. */
+int fmlp_forward_narrow_cuda(const fmlp_desc* d, fmlp_dtype dt, int64_t M, const void* x,
+                             const fmlp_params* p, void* out, const fmlp_cuda_ctx* ctx,
+                             fmlp_status* st);
 #ifdef __cplusplus
 }
 #endif

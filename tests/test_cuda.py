@@ -15,7 +15,7 @@ from mlp_reference import (ACTS, DTYPES, apply_act, eps, output_error_scale, ran
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available() or not fused_mlp._C.has_cuda(),
                                 reason="needs a CUDA device and a CUDA build")
 
-STRATEGIES = ["gemm", "small_m"]
+STRATEGIES = ["gemm", "small_m", "narrow"]
 
 
 def check(x, weights, biases, acts, gated=False):
@@ -70,6 +70,55 @@ def test_small_m_at_transformer_widths(poison, monkeypatch, dtype, widths, gated
     check(x, weights, biases, acts, gated)
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("m", [0, 1, 13, 64, 97, 2500, 5003])
+def test_narrow_kernel(poison, monkeypatch, dtype, m):
+    """The on-chip narrow kernel: random depth (1-6), widths <= 256 not multiples of 4, every
+    activation, bias on and off, and M across its row-tile choices (16 / 32 / 64 rows at
+    M <= 2112 / <= 4224 / above, on 132 SMs) with a partial last tile."""
+    monkeypatch.setenv("FUSED_MLP_STRATEGY", "narrow")
+    depth = random.randint(1, 6)
+    widths = [random.choice([1, 3, 17, 33, 64, 70, 101]) for _ in range(depth + 1)]
+    acts = [random.choice(ACTS) for _ in range(depth)]
+    weights, biases, acts = random_mlp(widths, acts, bias=random.random() < 0.7, dtype=dtype, device="cuda")
+    x = torch.randn(m, widths[0], dtype=dtype, device="cuda")
+    assert fused_mlp.explain(x, weights, acts)["strategy"] == "narrow"
+    check(x, weights, biases, acts)
+
+
+@pytest.mark.parametrize("widths,fits", [([128] * 4, True), ([200, 16, 200, 16, 200], True), ([128] * 6, False),
+                                         ([256, 256], False), ([4] * 17, True), ([4] * 18, False)])
+def test_narrow_kernel_limits(poison, monkeypatch, widths, fits):
+    """At the edge of what fits in 227 KB of shared memory (weights kept as float32, rows
+    padded to 4 mod 32 floats): three 128-wide layers run narrow, five do not, nor one
+    256x256 layer, nor more than 16 layers; what does not fit falls back and stays correct."""
+    monkeypatch.setenv("FUSED_MLP_STRATEGY", "narrow")
+    for dtype in DTYPES:
+        weights, biases, acts = random_mlp(widths, dtype=dtype, device="cuda")
+        x = torch.randn(300, widths[0], dtype=dtype, device="cuda")
+        got = fused_mlp.explain(x, weights, acts)
+        assert (got["strategy"] == "narrow") == fits, (widths, got)
+        check(x, weights, biases, acts)
+
+
+def test_narrow_is_chosen_where_it_measured_faster(monkeypatch):
+    """fp32 inference at 16 < M <= 1024 and widths <= 64 (cuBLAS split-K zone, fmlp_dispatch.c);
+    not at one row, not at large M, not in bf16, not for training or gated blocks."""
+    monkeypatch.delenv("FUSED_MLP_STRATEGY", raising=False)
+    w = [torch.empty(64, 64, device="cuda") for _ in range(5)]
+    for m in (17, 64, 1024):
+        got = fused_mlp.explain(torch.empty(m, 64, device="cuda"), w, "relu")
+        assert got["strategy"] == "narrow" and "on chip" in got["why"], (m, got)
+    for m in (1, 16, 1025, 8192):
+        assert fused_mlp.explain(torch.empty(m, 64, device="cuda"), w, "relu")["strategy"] != "narrow", m
+    wb = [t.bfloat16() for t in w]
+    assert fused_mlp.explain(torch.empty(64, 64, device="cuda", dtype=torch.bfloat16), wb, "relu")["strategy"] != "narrow"
+    trained = [t.clone().requires_grad_() for t in w]
+    assert fused_mlp.explain(torch.empty(64, 64, device="cuda"), trained, "relu")["strategy"] == "gemm"
+    gated = fused_mlp.explain(torch.empty(64, 64, device="cuda"), w[:3], "silu", gated=True)
+    assert gated["strategy"] != "narrow"
+
+
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_training_forward_saves_for_backward(monkeypatch, strategy):
     """The forward of a training step (save=True) on every strategy feeds a correct backward."""
@@ -114,7 +163,7 @@ def test_forcing_a_strategy_is_visible_in_explain(monkeypatch):
         monkeypatch.setenv("FUSED_MLP_STRATEGY", name)
         assert fused_mlp.explain(x, w)["strategy"] == name
     monkeypatch.setenv("FUSED_MLP_STRATEGY", "bogus")
-    with pytest.raises(RuntimeError, match="FUSED_MLP_STRATEGY must be auto, gemm or small_m"):
+    with pytest.raises(RuntimeError, match="FUSED_MLP_STRATEGY must be auto, gemm, small_m or narrow"):
         fused_mlp.fused_mlp(x, w)
 
 

@@ -8,7 +8,7 @@
 #include "../fmlp_cuda.h"
 #include "fmlp_gemm_path.h"
 
-static const char* NAMES[FMLP_STRATEGY_COUNT] = {"auto", "gemm", "small_m"};
+static const char* NAMES[FMLP_STRATEGY_COUNT] = {"auto", "gemm", "small_m", "narrow"};
 
 const char* fmlp_strategy_name(int s) { return (s >= 0 && s < FMLP_STRATEGY_COUNT) ? NAMES[s] : "unknown"; }
 
@@ -34,6 +34,21 @@ int fmlp_cuda_ctx_init(fmlp_cuda_ctx* ctx, fmlp_status* st) {
     return FMLP_OK;
 }
 
+/* Where the narrow kernel beats cuBLAS + our epilogues (inference). H100, graph replay, µs,
+ * eager / narrow (dev/diag/narrow_sweep.py, NOTES.md "CUDA narrow kernel"): float32 at
+ * 16 < M <= 384 cuBLAS runs split-K kernels (sgemm_largek + epilogue + scal + memset) at these
+ * widths, ~13 µs a layer: 64x5 M=17..384 70.8-78.6 / 20.5-20.9 (3.4-3.8x), M=512/1024 25.0 /
+ * 20.8 (1.2x); 32x5 M=17..1024 69.8-79.6 / 13.4 (5.2-5.9x); 100x3 M<=200 51-57 / 27.5 (1.9x),
+ * M>=256 17.8 / 28.0 (0.64x); 128x3 M=64 46.6 / 34.1, M=256 18.4 / 37.3. Where cuBLAS is
+ * fast the FFMA kernel loses: M <= 16 (64x5 M=1: 17.4 / 20.1), large M (64x5 M=8192: 34.9 /
+ * 35.4) and every bf16 row (64x5 M=64: 18.8 / 22.5; tensor cores). */
+static int fmlp_narrow_wins(const fmlp_desc* d, fmlp_dtype dt, int64_t M) {
+    int64_t wmax = 0;
+    for (int i = 0; i <= d->n_layers; i++) wmax = d->width[i] > wmax ? d->width[i] : wmax;
+    if (dt != FMLP_F32 || M <= 16) return 0;
+    return wmax <= 64 ? M <= 1024 : wmax <= 128 ? M <= 128 : 0;
+}
+
 /* The rules. */
 int fmlp_cuda_plan(const fmlp_desc* d, fmlp_dtype dt, int64_t M, int save, int backward,
                    const fmlp_cuda_ctx* ctx, const char** why) {
@@ -42,6 +57,12 @@ int fmlp_cuda_plan(const fmlp_desc* d, fmlp_dtype dt, int64_t M, int save, int b
     if (ctx->force_strategy == FMLP_STRATEGY_SMALL_M && small_ok) {
         *why = "forced: FUSED_MLP_STRATEGY=small_m";
         return FMLP_STRATEGY_SMALL_M;
+    }
+    const char* narrow_why = "";
+    const int narrow_ok = !backward && !save && fmlp_narrow_supported(d, dt, M, ctx, &narrow_why);
+    if (ctx->force_strategy == FMLP_STRATEGY_NARROW && narrow_ok) {
+        *why = "forced: FUSED_MLP_STRATEGY=narrow";
+        return FMLP_STRATEGY_NARROW;
     }
     if (ctx->force_strategy == FMLP_STRATEGY_GEMM) {
         *why = "forced: FUSED_MLP_STRATEGY=gemm";
@@ -52,25 +73,32 @@ int fmlp_cuda_plan(const fmlp_desc* d, fmlp_dtype dt, int64_t M, int save, int b
         return FMLP_STRATEGY_GEMM;
     }
     /* Single launch vs cuBLAS at small M (H100, bf16; graph = GPU time in CUDA-graph
-     * replay, loop = wall time per call of a Python loop; bench/RESULTS.md, session 5, lean
+     * replay, loop = wall time per call of a Python loop; bench/RESULTS.md, session 7, lean
      * kernel v5 at M <= 16, v4 at 64):
-     *   1024-4096-1024 M=1:  small_m 10.2 / gemm 13.6 us graph;  37 /  89 us loop  -> small_m
-     *   1024-4096-1024 M=16: small_m 13.8 / gemm 14.0 us graph;  41 /  96 us loop
-     *   GeGLU 768/3072 M=64: small_m 33.2 / gemm 18.0 us graph;  37 /  94 us loop
-     * (eager: 13.3, 13.8, 19.1 us graph; 77, 74, 302 us loop). Session 3 (v3) measured
+     *   1024-4096-1024 M=1:  small_m 10.2 / gemm 13.6 us graph;  20 / 62 us loop  -> small_m
+     *   1024-4096-1024 M=16: small_m 13.6 / gemm 13.9 us graph;  20 / 62 us loop
+     *   GeGLU 768/3072 M=64: small_m 33.1 / gemm 17.5 us graph;  33 / 72 us loop
+     * (eager: 13.4, 13.7, 18.0 us graph; 59, 60, 86 us loop; an earlier run the same day, on a
+     * host twice as slow, measured the same GPU times and loops of 35 / 122, 35 / 113, 33 / 114;
+     * session 5 measured the same GPU times). Session 3 (v3) measured
      * 13.6 / 14.7, 17.2 / 15.3 and 30.7 / 18.6 us graph: the rules below date from then. At
      * M = 16 under capture the lean kernel is now level with cuBLAS, but only for shapes it
      * takes (x 16-byte aligned among others, unknown here), so capture keeps cuBLAS. At one row small_m
-     * wins both measures. Up to 16 rows it wins the loop by 2x (one launch instead of ~6:
+     * wins both measures. Up to 16 rows it wins the loop by 3x (one launch instead of ~6:
      * the host is the bottleneck there) and its GPU time is level with eager's, so it is
      * used when the stream is not being captured; under capture only GPU time counts and
-     * cuBLAS wins. At 64 rows its GPU time is 1.45x eager's: a loop that is GPU-bound would
+     * cuBLAS wins. At 64 rows its GPU time is 1.8x eager's: a loop that is GPU-bound would
      * lose, so cuBLAS. At M = 1 it lost in float32 (FFMA: 22.9 vs eager 14.7 us) and with 5
      * layers (5 grid barriers: 21.4 vs 19.0 us), so: 16-bit, at most two layers. And only
      * for inference: in a training step (forward saving for backward, then the backward),
      * graph replay at M = 1 measured 90.8 / 97.7 us with small_m vs 84.3 / 86.3 with cuBLAS
      * (eager 83.8 / 84.2; 1024-4096-1024 / GeGLU; dev/cuda/small_m/train_m1.py), though its
      * forward alone is as fast (14.6 / 14.9 vs 14.8 / 17.4 us). */
+    if (narrow_ok && fmlp_narrow_wins(d, dt, M)) {
+        *why = "narrow widths, float32, 16 < M <= 1024, inference: every layer on chip in one launch, where cuBLAS "
+               "runs split-K kernels (NOTES.md \"CUDA narrow kernel\")";
+        return FMLP_STRATEGY_NARROW;
+    }
     if (small_ok && !save && dt != FMLP_F32 && d->n_layers <= 2) {
         if (M == 1) {
             *why = "M = 1, 16-bit, <= 2 layers, inference: one launch for all layers (measured: GPU time level "
@@ -94,8 +122,9 @@ int fmlp_cuda_plan(const fmlp_desc* d, fmlp_dtype dt, int64_t M, int save, int b
 size_t fmlp_forward_workspace_bytes_cuda(const fmlp_desc* d, fmlp_dtype dt, int64_t M, int save,
                                          const fmlp_cuda_ctx* ctx) {
     const char* why;
-    if (fmlp_cuda_plan(d, dt, M, save, 0, ctx, &why) == FMLP_STRATEGY_SMALL_M)
-        return fmlp_small_m_workspace_bytes(d, dt, M, ctx);
+    const int s = fmlp_cuda_plan(d, dt, M, save, 0, ctx, &why);
+    if (s == FMLP_STRATEGY_SMALL_M) return fmlp_small_m_workspace_bytes(d, dt, M, ctx);
+    if (s == FMLP_STRATEGY_NARROW) return 0;
     return fmlp_gemm_forward_ws(d, dt, M, save);
 }
 
@@ -128,6 +157,7 @@ int fmlp_forward_cuda(const fmlp_desc* d, fmlp_dtype dt, int64_t M, const void* 
     int rc = guard_enter(&g, ctx->device, st);
     if (rc) return rc;
     if (strategy == FMLP_STRATEGY_SMALL_M) rc = fmlp_forward_small_m_cuda(d, dt, M, x, p, out, saved, ws, ctx, st);
+    else if (strategy == FMLP_STRATEGY_NARROW) rc = fmlp_forward_narrow_cuda(d, dt, M, x, p, out, ctx, st);
     else rc = fmlp_forward_gemm_cuda(d, dt, M, x, p, out, saved, ws, ctx, st);
     guard_exit(&g, ctx->device);
     return rc;
