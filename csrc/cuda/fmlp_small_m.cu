@@ -40,11 +40,12 @@
  * for the common shapes (everything streamed from entry, inputs staged, K % 32 == 0), and
  * the general fmlp_forward_small_m_kernel (v4) for the rest (fallback modes, split, fp32,
  * misaligned inputs).
- * Status (H100, NOTES.md "CUDA small-M kernel", v5): correct on the harness check in every
- * variant; graph replay, cold / hot: 12.2 / 9.3 us (M=1), 15.9 / 12.8 us (M=16) lean;
- * 35.1 / 32.8 us (GeGLU M=64, v4); eager 15.2 / 17.4 / 21.4 us; floor 5.7 / 5.7 / 4.8 us.
- * Stamps: ~1.7 us before the first bulk copy is issued, ~1.2 us per grid barrier, and the
- * compute phases still ~1 us each (NOTES.md: next steps). The dispatcher uses these kernels
+ * Status (H100, NOTES.md "CUDA small-M kernel", v5; v6 tried and kept out): correct on the
+ * harness check in every variant; graph replay, cold / hot: 12.5 / 9.4 us (M=1), 15.9 / 12.9
+ * us (M=16) lean; 34.8 / 32.6 us (GeGLU M=64, v4); eager 15.0 / 17.2 / 21.1 us; floor 5.7 /
+ * 5.7 / 4.8 us. Stamps: ~1.8 us before the first bulk copy is issued (a chain of latencies,
+ * not issue throughput: v6), ~1.2 us per grid barrier (an empty cooperative kernel's sync
+ * costs 1.1), and the compute phases still ~1 us each. The dispatcher uses these kernels
  * only where they measured fastest (fmlp_dispatch.c).
  *
  * Build: setup.py (nvcc -O3 ... -gencode sm_90a and sm_80). Tested and timed by
