@@ -37,6 +37,21 @@ template <typename T> struct alignas(16) fmlp_vec {
         }                                                \
     } while (0)
 
+// Shared memory a block may opt into on `device` (cudaDevAttrMaxSharedMemoryPerBlockOptin),
+// queried once per device and translation unit (the query costs microseconds per call);
+// 0 if the query fails or the index is out of range.
+#define FMLP_CUDA_MAX_DEV 64
+static inline int fmlp_optin_smem(int device) {
+    static int optin[FMLP_CUDA_MAX_DEV];
+    if (device < 0 || device >= FMLP_CUDA_MAX_DEV) return 0;
+    if (optin[device] == 0) {
+        int v = 0;
+        if (cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, device) != cudaSuccess) return 0;
+        optin[device] = v;
+    }
+    return optin[device];
+}
+
 static inline int fmlp_cuda_check(cudaError_t e, fmlp_status* st, const char* what) {
     if (e == cudaSuccess) return FMLP_OK;
     return fmlp_fail(st, FMLP_ERR_BACKEND, "%s: CUDA error %s (%s)", what, cudaGetErrorName(e),

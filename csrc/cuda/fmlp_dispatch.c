@@ -58,8 +58,10 @@ int fmlp_cuda_plan(const fmlp_desc* d, fmlp_dtype dt, int64_t M, int save, int b
         *why = "forced: FUSED_MLP_STRATEGY=small_m";
         return FMLP_STRATEGY_SMALL_M;
     }
-    const char* narrow_why = "";
-    const int narrow_ok = !backward && !save && fmlp_narrow_supported(d, dt, M, ctx, &narrow_why);
+    /* the support check (a shared-memory layout) only where narrow is forced or would win */
+    const int narrow_ok = !backward && !save &&
+                          (ctx->force_strategy == FMLP_STRATEGY_NARROW || fmlp_narrow_wins(d, dt, M)) &&
+                          fmlp_narrow_supported(d, dt, M, ctx, NULL);
     if (ctx->force_strategy == FMLP_STRATEGY_NARROW && narrow_ok) {
         *why = "forced: FUSED_MLP_STRATEGY=narrow";
         return FMLP_STRATEGY_NARROW;
@@ -94,7 +96,7 @@ int fmlp_cuda_plan(const fmlp_desc* d, fmlp_dtype dt, int64_t M, int save, int b
      * graph replay at M = 1 measured 90.8 / 97.7 us with small_m vs 84.3 / 86.3 with cuBLAS
      * (eager 83.8 / 84.2; 1024-4096-1024 / GeGLU; dev/cuda/small_m/train_m1.py), though its
      * forward alone is as fast (14.6 / 14.9 vs 14.8 / 17.4 us). */
-    if (narrow_ok && fmlp_narrow_wins(d, dt, M)) {
+    if (narrow_ok) { /* not forced here, so fmlp_narrow_wins holds */
         *why = "narrow widths, float32, 16 < M <= 1024, inference: every layer on chip in one launch, where cuBLAS "
                "runs split-K kernels (NOTES.md \"CUDA narrow kernel\")";
         return FMLP_STRATEGY_NARROW;

@@ -9,12 +9,12 @@
  * walks its row tiles: x tile -> shared, every layer shared -> shared, the last layer's
  * tile -> out. Nothing but x and out touches global memory per row.
  *
- * Per layer (out N, in K) and row tile (TM rows): each thread owns 4 rows x 4 columns
- * (nw_layer), K in steps of 4: 4 x 16-byte loads of h rows + 4 of W rows per 64 FFMA.
- * Row strides are = 4 (mod 32) floats, so the 16-byte loads of consecutive rows fall in
- * distinct banks. Float32
- * accumulation (no TF32); each layer's output is rounded to the dtype, as the unfused
- * stack stores it, then kept in shared memory as float32.
+ * Per layer (out N, in K) and row tile (TM = 16, 32 or 64 rows): each thread owns TM/16
+ * rows x 4 columns (nw_layer), K in steps of 4: 16-byte loads of its h rows and 4 W rows
+ * per 16 FFMA a row. Row strides are = 4 (mod 32) floats, so the 16-byte loads of
+ * consecutive rows fall in distinct banks. Float32 accumulation (no TF32); each layer's
+ * output is rounded to the dtype, as the unfused stack stores it, then kept in shared
+ * memory as float32.
  *
  * Inference only (no saved tensors) and plain layers (not gated); fmlp_narrow_supported
  * says why a call does not fit. No workspace, no grid synchronisation, graph-safe.
@@ -175,27 +175,20 @@ __global__ void __launch_bounds__(NW_THREADS) fmlp_narrow_kernel(const __grid_co
     }
     {
         int li = 0;
-        if (P.vec) { /* 4 elements per load: every K % 4 == 0, so no 4-chunk straddles K */
-            nw_fill4<T, 16>(sm + P.w_off[0], (P.h_off[0] - P.w_off[0]) / 4, [&](int e4, bool* ok) -> const T* {
-                const int e = 4 * e4 + P.w_off[0];
-                while (li + 1 < P.L && e >= P.w_off[li + 1]) li++;
-                const int o = e - P.w_off[li], ws = P.ws[li];
-                const int n = nw_div(o, 1.0f / (float)ws), k = o - n * ws;
-                *ok = n < P.N[li] && k < P.K[li];
-                return *ok ? (const T*)P.w[li] + (size_t)n * P.K[li] + k : dummy;
-            });
-        } else {
-            nw_fill<T, 32>(sm + P.w_off[0], P.h_off[0] - P.w_off[0], [&](int e0, bool* ok) -> const T* {
-                const int e = e0 + P.w_off[0];
-                while (li + 1 < P.L && e >= P.w_off[li + 1]) li++;
-                const int o = e - P.w_off[li], ws = P.ws[li];
-                const int n = nw_div(o, 1.0f / (float)ws), k = o - n * ws;
-                *ok = n < P.N[li] && k < P.K[li];
-                return *ok ? (const T*)P.w[li] + (size_t)n * P.K[li] + k : dummy;
-            });
-        }
+        auto weight_of = [&](int e, bool* ok) -> const T* { /* e: float offset in shared memory */
+            while (li + 1 < P.L && e >= P.w_off[li + 1]) li++;
+            const int o = e - P.w_off[li], ws = P.ws[li];
+            const int n = nw_div(o, 1.0f / (float)ws), k = o - n * ws;
+            *ok = n < P.N[li] && k < P.K[li];
+            return *ok ? (const T*)P.w[li] + (size_t)n * P.K[li] + k : dummy;
+        };
+        const int nw = P.h_off[0] - P.w_off[0];
+        if (P.vec) /* 4 elements per load: every K % 4 == 0, so no 4-chunk straddles K */
+            nw_fill4<T, 16>(sm + P.w_off[0], nw / 4, [&](int e4, bool* ok) { return weight_of(P.w_off[0] + 4 * e4, ok); });
+        else
+            nw_fill<T, 32>(sm + P.w_off[0], nw, [&](int e, bool* ok) { return weight_of(P.w_off[0] + e, ok); });
     }
-    const int K0 = P.K[0], Kp0 = (K0 + 3) & ~3, L = P.L, hs = P.hs;
+    const int K0 = P.K[0], L = P.L, hs = P.hs;
     const int NL = P.N[L - 1];
     const T* x = (const T*)P.x;
     T* out = (T*)P.out;
@@ -222,7 +215,6 @@ __global__ void __launch_bounds__(NW_THREADS) fmlp_narrow_kernel(const __grid_co
             out[(r0 + r) * NL + n] = fmlp_from_f32<T>(hl[r * hs + n]);
         }
     }
-    (void)Kp0;
 }
 
 /* ---- host: plan, support, launch ------------------------------------------------- */
@@ -231,19 +223,6 @@ typedef struct {
     int TM;
     size_t smem;
 } nw_plan;
-
-#define NW_MAX_DEV 64
-static int g_nw_optin[NW_MAX_DEV];
-
-static int nw_optin_smem(int device) {
-    if (device < 0 || device >= NW_MAX_DEV) return 0;
-    if (g_nw_optin[device] == 0) {
-        int v = 0;
-        if (cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, device) != cudaSuccess) return 0;
-        g_nw_optin[device] = v;
-    }
-    return g_nw_optin[device];
-}
 
 static int nw_round4mod32(int n) { return (n + 31) / 32 * 32 + 4; } /* >= n, = 4 (mod 32) */
 
@@ -290,7 +269,7 @@ static const char* nw_check(const fmlp_desc* d, fmlp_dtype dt, int64_t M, const 
     if (M > (int64_t)INT32_MAX) return "narrow kernel: M < 2^31";
     for (int i = 0; i <= d->n_layers; i++)
         if (d->width[i] > NW_MAX_WIDTH) return "narrow kernel: every width <= 256";
-    const int optin = nw_optin_smem(ctx->device);
+    const int optin = fmlp_optin_smem(ctx->device);
     if (optin <= 0) return "cudaDeviceGetAttribute(MaxSharedMemoryPerBlockOptin) failed";
     const int64_t sms = ctx->sm_count > 0 ? ctx->sm_count : 1;
     int want = M <= 16 * sms ? 16 : M <= 32 * sms ? 32 : 64;
@@ -318,7 +297,7 @@ extern "C" int fmlp_narrow_supported(const fmlp_desc* d, fmlp_dtype dt, int64_t 
 
 template <typename T, int TM>
 static int nw_launch(const nw_params& P, const nw_plan& pl, int grid, int dev, cudaStream_t s, fmlp_status* st) {
-    static size_t allowed[NW_MAX_DEV]; /* dynamic shared memory already allowed, per device */
+    static size_t allowed[FMLP_CUDA_MAX_DEV]; /* dynamic shared memory already allowed, per device */
     if (pl.smem > 48 * 1024 && pl.smem > allowed[dev]) {
         const void* k = (const void*)fmlp_narrow_kernel<T, TM>;
         cudaError_t e = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)pl.smem);

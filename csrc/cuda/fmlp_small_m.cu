@@ -63,6 +63,7 @@
 #include "fmlp.h"
 #include "fmlp_activation.h"
 #include "fmlp_cuda.h"
+#include "fmlp_cuda_common.cuh"
 
 #define FMLP_SM_WARPS 8
 #define FMLP_SM_THREADS (FMLP_SM_WARPS * 32)
@@ -1118,18 +1119,7 @@ static size_t sm_align(size_t v, size_t a) { return (v + a - 1) / a * a; }
 #define FMLP_SM_STATIC_SMEM (sizeof(sm_layer) * FMLP_MAX_LAYERS + 8 * FMLP_MAX_LAYERS + 512)
 
 /* Per-device facts queried once (host API calls cost microseconds per call otherwise). */
-#define FMLP_SM_MAX_DEV 64
-static int g_optin[FMLP_SM_MAX_DEV];
-
-static int sm_optin_smem(int device) {
-    if (device < 0 || device >= FMLP_SM_MAX_DEV) return 0;
-    if (g_optin[device] == 0) {
-        int v = 0;
-        if (cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, device) != cudaSuccess) return 0;
-        g_optin[device] = v;
-    }
-    return g_optin[device];
-}
+#define FMLP_SM_MAX_DEV FMLP_CUDA_MAX_DEV
 
 /* How the last layer splits K across blocks: returns S (1 = whole K per block) and the
  * row groups / rows per group / columns per tile. Split-K trades the L2 reads of the
@@ -1208,7 +1198,7 @@ static const char* sm_make_plan(const fmlp_desc* d, fmlp_dtype dt, int64_t M, co
         wbytes += sm_align((size_t)NM * Rmax * wstride, 128);
     }
     const size_t red_off = sm_align(bias_f * 4, 128), w0 = sm_align(red_off + red_f * 4, 128);
-    const int optin = sm_optin_smem(ctx->device);
+    const int optin = fmlp_optin_smem(ctx->device);
     if (optin <= 0) return "cudaDeviceGetAttribute(MaxSharedMemoryPerBlockOptin) failed";
     size_t wmax[2] = {0, 0};
     for (int i = 0; i < L; i++) {
@@ -1290,7 +1280,7 @@ static int sm_prepare(fmlp_dtype dt, const sm_plan* pl, int lean, int device) {
     const int mi = pl->MT == 1 ? 0 : pl->MT == 2 ? 1 : pl->MT == 4 ? 2 : 3;
     if (device >= 0 && device < FMLP_SM_MAX_DEV && g_prepared[device][di][mi][lean]) return FMLP_OK;
     const void* fn = sm_kernel_ptr(dt, pl->MT, lean);
-    const int smax = sm_optin_smem(device) - FMLP_SM_STATIC_SMEM;
+    const int smax = fmlp_optin_smem(device) - FMLP_SM_STATIC_SMEM;
     if (cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, smax) != cudaSuccess)
         return FMLP_ERR_BACKEND;
     int occ = 0;
