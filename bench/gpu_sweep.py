@@ -109,6 +109,18 @@ def warm_gpu(seconds=1.0):
         torch.cuda.synchronize()
 
 
+def forced(strategy, step):
+    """step, run with FUSED_MLP_STRATEGY=strategy set around each call (read per call, also
+    while a CUDA graph is captured); for the dev scripts that compare strategies."""
+    def run():
+        os.environ["FUSED_MLP_STRATEGY"] = strategy
+        try:
+            return step()
+        finally:
+            os.environ.pop("FUSED_MLP_STRATEGY", None)
+    return run
+
+
 def loop_times_us(steps, iters=500, rounds=7):
     """Wall time per call of a Python loop (host time included), µs, for each of `steps`
     (label -> (step, FUSED_MLP_STRATEGY or None)). The host of the GPU machine drifts by

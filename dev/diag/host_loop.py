@@ -11,13 +11,16 @@ the eager calls and lists the CPU-side events (aten ops and CUDA runtime calls) 
 import argparse
 import os
 import statistics
+import sys
 import time
 
-import torch
-import torch.nn.functional as F
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "bench"))
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
-import fused_mlp
-from fused_mlp._ops import _below_autograd, _forward_entry
+import fused_mlp  # noqa: E402
+from fused_mlp._ops import _below_autograd, _forward_entry  # noqa: E402
+from gpu_sweep import forced  # noqa: E402
 
 
 def per_call_us(cases, calls, rounds):
@@ -61,15 +64,6 @@ def main():
     def op_direct():
         with _below_autograd():
             return _forward_entry(x, w, b, [1, 1], [3, 0], 0.01, False, False)
-
-    def forced(strategy, fn):
-        def g():
-            os.environ["FUSED_MLP_STRATEGY"] = strategy
-            try:
-                return fn()
-            finally:
-                os.environ.pop("FUSED_MLP_STRATEGY", None)
-        return g
 
     cases = {
         "eager nn.Sequential": lambda: seq(x),

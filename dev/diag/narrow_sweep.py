@@ -13,7 +13,7 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 import fused_mlp  # noqa: E402
-from gpu_sweep import side_by_side_us, warm_gpu  # noqa: E402
+from gpu_sweep import forced, side_by_side_us, warm_gpu  # noqa: E402
 
 
 def mlp(width, depth, dtype, act=nn.ReLU):
@@ -23,16 +23,6 @@ def mlp(width, depth, dtype, act=nn.ReLU):
         if i < depth - 1:
             layers.append(act())
     return nn.Sequential(*layers).to("cuda", dtype)
-
-
-def forced(strategy, f):
-    def step():
-        os.environ["FUSED_MLP_STRATEGY"] = strategy
-        try:
-            return f()
-        finally:
-            os.environ.pop("FUSED_MLP_STRATEGY", None)
-    return step
 
 
 def main():
@@ -58,11 +48,9 @@ def main():
                 for m in ms:
                     x = torch.randn(m, width, device="cuda", dtype=dtype)
                     with torch.no_grad():
-                        os.environ["FUSED_MLP_STRATEGY"] = "narrow"
-                        strat = fused_mlp.explain(x, [l.weight for l in model if isinstance(l, nn.Linear)],
-                                                  "relu")["strategy"]
-                        out = fused(x)
-                        os.environ.pop("FUSED_MLP_STRATEGY")
+                        weights = [layer.weight for layer in model if isinstance(layer, nn.Linear)]
+                        strat = forced("narrow", lambda: fused_mlp.explain(x, weights, "relu"))()["strategy"]
+                        out = forced("narrow", lambda: fused(x))()
                         r = ref(x.double())
                         e = model(x)
                         err = ((out.double() - r).norm() / r.norm()).item()

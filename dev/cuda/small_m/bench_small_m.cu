@@ -286,6 +286,32 @@ static int check_one(const char* name, const fmlp_desc& d, fmlp_dtype dt, int M,
 /* ---- timing -------------------------------------------------------------------- */
 static float median(std::vector<float> v) { std::sort(v.begin(), v.end()); return v[v.size() / 2]; }
 
+/* Median µs per call over 50 replays (after 10) of a graph holding enqueue(0 .. per-1). */
+template <typename F>
+static double graph_us_per_call(cudaStream_t st, int per, F enqueue) {
+    cudaGraph_t g;
+    cudaGraphExec_t ge;
+    CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeGlobal));
+    for (int i = 0; i < per; i++) enqueue(i);
+    CK(cudaStreamEndCapture(st, &g));
+    CK(cudaGraphInstantiate(&ge, g, 0));
+    cudaEvent_t e0, e1;
+    CK(cudaEventCreate(&e0)); CK(cudaEventCreate(&e1));
+    std::vector<float> t;
+    for (int i = 0; i < 60; i++) {
+        CK(cudaEventRecord(e0, st));
+        CK(cudaGraphLaunch(ge, st));
+        CK(cudaEventRecord(e1, st));
+        CK(cudaEventSynchronize(e1));
+        float ms; CK(cudaEventElapsedTime(&ms, e0, e1));
+        if (i >= 10) t.push_back(ms);
+    }
+    CK(cudaGetLastError());
+    cudaEventDestroy(e0); cudaEventDestroy(e1);
+    cudaGraphExecDestroy(ge); cudaGraphDestroy(g);
+    return median(t) * 1e3 / per;
+}
+
 static double copy_bandwidth(cudaStream_t st) { /* bytes read + written per second */
     size_t n = (size_t)512 << 20;
     void *a, *b;
@@ -331,36 +357,16 @@ static double time_graph(const fmlp_desc& d, fmlp_dtype dt, int M, cudaStream_t 
     RunBufs bu = run_bufs(d, dt, M, ctx);
     void *dx = bu.x, *dout = bu.out, *dws = bu.ws;
     fmlp_status stt;
-    for (int i = 0; i < 3; i++) { /* warm up outside capture (module load, attributes) */
+    auto forward = [&](int i) {
         fmlp_params p = mlp_params(m, i % nsets);
         if (fmlp_forward_small_m_cuda(&d, dt, M, dx, &p, dout, NULL, dws, &ctx, &stt)) { printf("fail %s\n", stt.msg); exit(1); }
-    }
+    };
+    for (int i = 0; i < 3; i++) forward(i); /* warm up outside capture (module load, attributes) */
     CK(cudaStreamSynchronize(st));
-    cudaGraph_t g;
-    cudaGraphExec_t ge;
-    CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeGlobal));
-    for (int i = 0; i < per; i++) {
-        fmlp_params p = mlp_params(m, i % nsets);
-        if (fmlp_forward_small_m_cuda(&d, dt, M, dx, &p, dout, NULL, dws, &ctx, &stt)) { printf("fail %s\n", stt.msg); exit(1); }
-    }
-    CK(cudaStreamEndCapture(st, &g));
-    CK(cudaGraphInstantiate(&ge, g, 0));
-    cudaEvent_t e0, e1;
-    CK(cudaEventCreate(&e0)); CK(cudaEventCreate(&e1));
-    std::vector<float> t;
-    for (int i = 0; i < 60; i++) {
-        CK(cudaEventRecord(e0, st));
-        CK(cudaGraphLaunch(ge, st));
-        CK(cudaEventRecord(e1, st));
-        CK(cudaEventSynchronize(e1));
-        float ms; CK(cudaEventElapsedTime(&ms, e0, e1));
-        if (i >= 10) t.push_back(ms);
-    }
-    CK(cudaGetLastError());
-    cudaGraphExecDestroy(ge); cudaGraphDestroy(g);
+    const double us = graph_us_per_call(st, per, forward);
     free_bufs(bu);
     mlp_free(m);
-    return median(t) * 1e3 / per;
+    return us;
 }
 
 #ifdef FMLP_SM_PROF
@@ -461,24 +467,7 @@ static double time_empty(cudaStream_t st, int grid, size_t smem, bool coop) {
     };
     for (int i = 0; i < 3; i++) launch();
     CK(cudaStreamSynchronize(st));
-    cudaGraph_t g;
-    cudaGraphExec_t ge;
-    CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeGlobal));
-    for (int i = 0; i < 12; i++) launch();
-    CK(cudaStreamEndCapture(st, &g));
-    CK(cudaGraphInstantiate(&ge, g, 0));
-    cudaEvent_t e0, e1;
-    CK(cudaEventCreate(&e0)); CK(cudaEventCreate(&e1));
-    std::vector<float> t;
-    for (int i = 0; i < 60; i++) {
-        CK(cudaEventRecord(e0, st)); CK(cudaGraphLaunch(ge, st)); CK(cudaEventRecord(e1, st));
-        CK(cudaEventSynchronize(e1));
-        float ms; CK(cudaEventElapsedTime(&ms, e0, e1));
-        if (i >= 10) t.push_back(ms);
-    }
-    cudaGraphExecDestroy(ge); cudaGraphDestroy(g);
-    std::sort(t.begin(), t.end());
-    return t[t.size() / 2] * 1e3 / 12;
+    return graph_us_per_call(st, 12, [&](int) { launch(); });
 }
 static void launch_costs(cudaStream_t st) {
     int dev, sms;
@@ -627,23 +616,9 @@ int main(int argc, char** argv) {
         { /* the memset node alone: graph of 12 4-byte memsets */
             void* dws;
             CK(cudaMalloc(&dws, 256));
-            cudaGraph_t g;
-            cudaGraphExec_t ge;
-            CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeGlobal));
-            for (int i = 0; i < 12; i++) CK(cudaMemsetAsync(dws, 0, 4, st));
-            CK(cudaStreamEndCapture(st, &g));
-            CK(cudaGraphInstantiate(&ge, g, 0));
-            cudaEvent_t e0, e1;
-            CK(cudaEventCreate(&e0)); CK(cudaEventCreate(&e1));
-            std::vector<float> t;
-            for (int i = 0; i < 60; i++) {
-                CK(cudaEventRecord(e0, st)); CK(cudaGraphLaunch(ge, st)); CK(cudaEventRecord(e1, st));
-                CK(cudaEventSynchronize(e1));
-                float ms; CK(cudaEventElapsedTime(&ms, e0, e1));
-                if (i >= 10) t.push_back(ms);
-            }
-            tl += snprintf(table + tl, sizeof table - tl, "memset node alone (per forward): %.2f us\n", median(t) * 1e3 / 12);
-            cudaGraphExecDestroy(ge); cudaGraphDestroy(g); cudaFree(dws);
+            const double us = graph_us_per_call(st, 12, [&](int) { CK(cudaMemsetAsync(dws, 0, 4, st)); });
+            tl += snprintf(table + tl, sizeof table - tl, "memset node alone (per forward): %.2f us\n", us);
+            cudaFree(dws);
         }
         printf("weight bytes: 1024-4096-1024 %.1f MB, geglu %.1f MB; floor = bytes / copy bandwidth (%.0f GB/s)\n",
                2.0 * 1024 * 4096 * 2 / 1e6, 3.0 * 768 * 3072 * 2 / 1e6, bw / 1e9);
