@@ -195,7 +195,7 @@ def targets(replays):
             x = torch.randn(m, SPECS[name].in_features, device="cuda", dtype=torch.bfloat16)
             row = dict(model=name, M=m, floor_us=floor_us, copy_gbs=bw,
                        eager_graph_us=graph_time_us(make_step(eager, x, False), replays))
-            for strategy in ("auto", "gemm", "small_m"):
+            for strategy in ("auto", "gemm", "small_m", "skinny"):
                 os.environ["FUSED_MLP_STRATEGY"] = strategy
                 row[f"{strategy}_graph_us"] = graph_time_us(make_step(fused, x, False), replays)
                 if strategy == "auto":
@@ -204,7 +204,7 @@ def targets(replays):
                                                             SPECS[name].activation, gated=SPECS[name].gated)["strategy"]
             os.environ.pop("FUSED_MLP_STRATEGY")
             loops = loop_times_us({"eager": (make_step(eager, x, False), None),
-                                   **{s: (make_step(fused, x, False), s) for s in ("auto", "gemm", "small_m")}})
+                                   **{s: (make_step(fused, x, False), s) for s in ("auto", "gemm", "small_m", "skinny")}})
             row.update({f"{k}_loop_us": v for k, v in loops.items()})
             rows.append(row)
     return rows
@@ -310,14 +310,17 @@ def write_results(out, head, dev, t_rows, s_rows):
     lines = [f"# GPU results\n\n{head}\n", "## Small-batch targets (bf16, forward; µs per call)\n",
              "graph: GPU time per call in CUDA-graph replay; loop: wall time per call of a Python loop.\n",
              "loop: the variants take turns over 7 rounds of 500 calls, median round (the host drifts).\n",
-             "| model | M | floor | eager graph | auto graph | gemm graph | small_m graph | small_m/floor | "
-             "eager loop | auto loop | gemm loop | small_m loop | eager/auto loop | auto chose |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| model | M | floor | eager graph | auto graph | gemm graph | small_m graph | skinny graph | auto/floor | "
+             "eager loop | auto loop | gemm loop | small_m loop | skinny loop | eager/auto graph | eager/auto loop | "
+             "auto chose |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in t_rows:
         lines.append(f"| {r['model']} | {r['M']} | {r['floor_us']:.1f} | {us(r['eager_graph_us'])} | "
                      f"{us(r['auto_graph_us'])} | {us(r['gemm_graph_us'])} | {us(r['small_m_graph_us'])} | "
-                     f"{ratio(r['small_m_graph_us'], r['floor_us'])} | {us(r['eager_loop_us'])} | "
-                     f"{us(r['auto_loop_us'])} | {us(r['gemm_loop_us'])} | {us(r['small_m_loop_us'])} | "
+                     f"{us(r['skinny_graph_us'])} | {ratio(r['auto_graph_us'], r['floor_us'])} | "
+                     f"{us(r['eager_loop_us'])} | {us(r['auto_loop_us'])} | {us(r['gemm_loop_us'])} | "
+                     f"{us(r['small_m_loop_us'])} | {us(r['skinny_loop_us'])} | "
+                     f"{ratio(r['eager_graph_us'], r['auto_graph_us'])} | "
                      f"{ratio(r['eager_loop_us'], r['auto_loop_us'])} | {r['strategy']} |")
     lines.append(f"\ncopy bandwidth (read + write): {t_rows[0]['copy_gbs']:.0f} GB/s\n")
     if s_rows:

@@ -18,6 +18,9 @@
  *                          once across all SMs (M <= 64; csrc/cuda/fmlp_small_m.cu)
  *   FMLP_STRATEGY_NARROW   one launch for the whole forward, every layer's weights in each
  *                          block's shared memory, any M (widths <= 256; fmlp_narrow.cu)
+ *   FMLP_STRATEGY_SKINNY   one tensor-core launch per layer with bias/activation/gating fused,
+ *                          layers overlapped by programmatic dependent launch (M <= 64, 16-bit;
+ *                          fmlp_skinny.cu)
  */
 #ifndef FMLP_CUDA_H
 #define FMLP_CUDA_H
@@ -32,7 +35,8 @@ typedef enum {
     FMLP_STRATEGY_GEMM = 1,
     FMLP_STRATEGY_SMALL_M = 2,
     FMLP_STRATEGY_NARROW = 3,
-    FMLP_STRATEGY_COUNT = 4,
+    FMLP_STRATEGY_SKINNY = 4,
+    FMLP_STRATEGY_COUNT = 5,
 } fmlp_strategy;
 
 /* C (M, N), row stride ldc = C[m * ldc + n], dtype dt, = A·B (+ C when accumulate),
@@ -103,6 +107,18 @@ int fmlp_narrow_supported(const fmlp_desc* d, fmlp_dtype dt, int64_t M, const fm
 int fmlp_forward_narrow_cuda(const fmlp_desc* d, fmlp_dtype dt, int64_t M, const void* x,
                              const fmlp_params* p, void* out, const fmlp_cuda_ctx* ctx,
                              fmlp_status* st);
+
+/* ---- the skinny forward (csrc/cuda/fmlp_skinny.cu) ----------------------------------- */
+/* 1 if the kernel handles (d, dt, M): bfloat16 / float16, M <= 64, any widths (16-byte loads
+ * where K % 8 == 0 and the pointers allow, element loads elsewhere) — else 0 and *why. */
+int fmlp_skinny_supported(const fmlp_desc* d, fmlp_dtype dt, int64_t M, const fmlp_cuda_ctx* ctx,
+                          const char** why);
+size_t fmlp_skinny_workspace_bytes(const fmlp_desc* d, fmlp_dtype dt, int64_t M, const fmlp_cuda_ctx* ctx);
+/* Forward in one kernel launch per layer (plus one cudaMemsetAsync of ws when the first
+ * layer splits K). Writes out and, when saved != NULL, the saved tensors. M may be 0. */
+int fmlp_forward_skinny_cuda(const fmlp_desc* d, fmlp_dtype dt, int64_t M, const void* x,
+                             const fmlp_params* p, void* out, void* const* saved, void* ws,
+                             const fmlp_cuda_ctx* ctx, fmlp_status* st);
 #ifdef __cplusplus
 }
 #endif

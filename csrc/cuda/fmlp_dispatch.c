@@ -8,7 +8,7 @@
 #include "../fmlp_cuda.h"
 #include "fmlp_gemm_path.h"
 
-static const char* NAMES[FMLP_STRATEGY_COUNT] = {"auto", "gemm", "small_m", "narrow"};
+static const char* NAMES[FMLP_STRATEGY_COUNT] = {"auto", "gemm", "small_m", "narrow", "skinny"};
 
 const char* fmlp_strategy_name(int s) { return (s >= 0 && s < FMLP_STRATEGY_COUNT) ? NAMES[s] : "unknown"; }
 
@@ -49,6 +49,18 @@ static int fmlp_narrow_wins(const fmlp_desc* d, fmlp_dtype dt, int64_t M) {
     return wmax <= 64 ? M <= 1024 : wmax <= 128 ? M <= 128 : 0;
 }
 
+/* Where the skinny kernel measured fastest (the table in fmlp_cuda_plan). */
+static int skinny_wins(const fmlp_desc* d, fmlp_dtype dt, int64_t M, int save) {
+    if (dt == FMLP_F32 || save || M > 16 || d->n_layers > 2) return 0;
+    double bytes = 0;
+    for (int k = 0; k < fmlp_n_weights(d); k++) {
+        int64_t out, in;
+        fmlp_weight_shape(d, k, &out, &in);
+        bytes += (double)out * (double)in * 2.0;
+    }
+    return bytes <= 32e6;
+}
+
 /* The rules. */
 int fmlp_cuda_plan(const fmlp_desc* d, fmlp_dtype dt, int64_t M, int save, int backward,
                    const fmlp_cuda_ctx* ctx, const char** why) {
@@ -65,6 +77,11 @@ int fmlp_cuda_plan(const fmlp_desc* d, fmlp_dtype dt, int64_t M, int save, int b
     if (ctx->force_strategy == FMLP_STRATEGY_NARROW && narrow_ok) {
         *why = "forced: FUSED_MLP_STRATEGY=narrow";
         return FMLP_STRATEGY_NARROW;
+    }
+    if (ctx->force_strategy == FMLP_STRATEGY_SKINNY && !backward &&
+        fmlp_skinny_supported(d, dt, M, ctx, NULL)) {
+        *why = "forced: FUSED_MLP_STRATEGY=skinny";
+        return FMLP_STRATEGY_SKINNY;
     }
     if (ctx->force_strategy == FMLP_STRATEGY_GEMM) {
         *why = "forced: FUSED_MLP_STRATEGY=gemm";
@@ -101,6 +118,20 @@ int fmlp_cuda_plan(const fmlp_desc* d, fmlp_dtype dt, int64_t M, int save, int b
                "runs split-K kernels (NOTES.md \"CUDA narrow kernel\")";
         return FMLP_STRATEGY_NARROW;
     }
+    /* Skinny vs single launch vs cuBLAS at M <= 16 (H100, bf16, GPU time per forward in graph
+     * replay, µs; python dev/diag/skinny_sweep.py, session 8; eager / gemm / small_m / skinny):
+     *   GeGLU 768/3072  M=1:  17.3 / 16.8 / 10.9 / 10.0     M=16: 17.7 / 16.7 / 14.2 / 11.8
+     *   1024-4096-1024  M=1:  13.3 / 13.7 / 10.3 / 10.3     M=16: 14.0 / 14.3 / 13.8 / 13.6
+     * and it loses with 5 layers (narrow64x5 M=16: 17.8 / 18.0 / 24.5 / 22.6: a launch and a
+     * latency chain per layer), with weights far past L2 (SwiGLU 4096/14336, 352 MB, M=1:
+     * 133.8 / 133.3 / 134.1 / 140.9) and at M >= 32 (GeGLU M=32: 17.6 / 17.2 / 22.0 / 16.1, M=64
+     * 18.6 / 17.4 / 33.3 / 21.6: one warp per scheduler waits out each load batch in turn).
+     * It needs no shapes the plan cannot see (any alignment), so capture takes it too. */
+    if (skinny_wins(d, dt, M, save) && fmlp_skinny_supported(d, dt, M, ctx, NULL)) {
+        *why = "M <= 16, 16-bit, <= 2 layers, weights <= 32 MB, inference: one tensor-core launch per layer, "
+               "weight streams overlapped (PDL); measured faster than cuBLAS and the single launch";
+        return FMLP_STRATEGY_SKINNY;
+    }
     if (small_ok && !save && dt != FMLP_F32 && d->n_layers <= 2) {
         if (M == 1) {
             *why = "M = 1, 16-bit, <= 2 layers, inference: one launch for all layers (measured: GPU time level "
@@ -127,6 +158,7 @@ size_t fmlp_forward_workspace_bytes_cuda(const fmlp_desc* d, fmlp_dtype dt, int6
     const int s = fmlp_cuda_plan(d, dt, M, save, 0, ctx, &why);
     if (s == FMLP_STRATEGY_SMALL_M) return fmlp_small_m_workspace_bytes(d, dt, M, ctx);
     if (s == FMLP_STRATEGY_NARROW) return 0;
+    if (s == FMLP_STRATEGY_SKINNY) return fmlp_skinny_workspace_bytes(d, dt, M, ctx);
     return fmlp_gemm_forward_ws(d, dt, M, save);
 }
 
@@ -160,6 +192,7 @@ int fmlp_forward_cuda(const fmlp_desc* d, fmlp_dtype dt, int64_t M, const void* 
     if (rc) return rc;
     if (strategy == FMLP_STRATEGY_SMALL_M) rc = fmlp_forward_small_m_cuda(d, dt, M, x, p, out, saved, ws, ctx, st);
     else if (strategy == FMLP_STRATEGY_NARROW) rc = fmlp_forward_narrow_cuda(d, dt, M, x, p, out, ctx, st);
+    else if (strategy == FMLP_STRATEGY_SKINNY) rc = fmlp_forward_skinny_cuda(d, dt, M, x, p, out, saved, ws, ctx, st);
     else rc = fmlp_forward_gemm_cuda(d, dt, M, x, p, out, saved, ws, ctx, st);
     guard_exit(&g, ctx->device);
     return rc;

@@ -362,7 +362,7 @@ static fmlp_cpu_ctx cpu_ctx(void) {
 static int is_cpu(const tinfo* x) { return x->dev_type == aoti_torch_device_type_cpu(); }
 
 #ifdef FMLP_WITH_CUDA
-/* FUSED_MLP_STRATEGY=auto|gemm|small_m|narrow forces a strategy where it applies (tests, benchmarks);
+/* FUSED_MLP_STRATEGY=auto|gemm|small_m|narrow|skinny forces a strategy where it applies (tests, benchmarks);
  * -1 for any other value. Also used by module.c's cuda_plan. */
 int fmlp_shim_forced_strategy(void) {
     const char* s = getenv("FUSED_MLP_STRATEGY");
@@ -391,7 +391,7 @@ static fmlp_cuda_ctx cuda_ctx(arena* a, const tinfo* x, fmlp_shim_gemm_ctx* gctx
     c.gemm_ctx = gctx;
     c.force_strategy = fmlp_shim_forced_strategy();
     if (c.force_strategy < 0)
-        fail(a, "fused_mlp: FUSED_MLP_STRATEGY must be auto, gemm, small_m or narrow, got '%s'", getenv("FUSED_MLP_STRATEGY"));
+        fail(a, "fused_mlp: FUSED_MLP_STRATEGY must be auto, gemm, small_m, narrow or skinny, got '%s'", getenv("FUSED_MLP_STRATEGY"));
     fmlp_status st = {0, {0}};
     if (fmlp_cuda_ctx_init(&c, &st) != FMLP_OK) fail(a, "fused_mlp: %s", st.msg);
     enum cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;

@@ -2,7 +2,7 @@
 lose time? Graph-replay time of both (side by side, as the sweep measures), then the kernels
 each launches per step with their mean GPU time (torch.profiler, CUDA activity).
 
-    python dev/diag/step_kernels.py MODEL M [--train] [--dtype bfloat16]
+    python dev/diag/step_kernels.py MODEL M [--train] [--dtype bfloat16] [--strategy skinny]
     e.g.  python dev/diag/step_kernels.py mlp-1024-4096-gelu_tanh 64
           python dev/diag/step_kernels.py geglu-768-3072 16 --train
 MODEL: a key of bench/gpu_sweep.py's SPECS.
@@ -16,7 +16,7 @@ import torch  # noqa: E402
 
 import fused_mlp  # noqa: E402
 from fused_mlp.profiling import build_mlp, fused_version  # noqa: E402
-from gpu_sweep import SPECS, make_step, side_by_side_us, warm_gpu  # noqa: E402
+from gpu_sweep import SPECS, forced, make_step, side_by_side_us, warm_gpu  # noqa: E402
 
 
 def kernels(step, n=20):
@@ -40,6 +40,7 @@ def main():
     p.add_argument("m", type=int)
     p.add_argument("--train", action="store_true")
     p.add_argument("--dtype", default="bfloat16")
+    p.add_argument("--strategy", default="auto", help="FUSED_MLP_STRATEGY for the fused side")
     a = p.parse_args()
     dtype = getattr(torch, a.dtype)
     torch.manual_seed(0)
@@ -48,14 +49,15 @@ def main():
     x = torch.randn(a.m, SPECS[a.model].in_features, device="cuda", dtype=dtype, requires_grad=a.train)
     warm_gpu()
     with torch.set_grad_enabled(a.train):
-        how = fused_mlp.explain(x, [q for q in fused.parameters() if q.dim() == 2], SPECS[a.model].activation,
-                                gated=SPECS[a.model].gated)
+        how = forced(a.strategy, lambda: fused_mlp.explain(x, [q for q in fused.parameters() if q.dim() == 2],
+                                                           SPECS[a.model].activation, gated=SPECS[a.model].gated))()
     print(f"{a.model} {a.dtype} {'fwd+bwd' if a.train else 'fwd'} M={a.m}: fused strategy {how['strategy']}")
-    t = side_by_side_us({"eager": make_step(eager, x, a.train), "fused": make_step(fused, x, a.train)}, 30)
+    fused_step = forced(a.strategy, make_step(fused, x, a.train))
+    t = side_by_side_us({"eager": make_step(eager, x, a.train), "fused": fused_step}, 30)
     print(f"  graph replay: eager {t['eager']:.2f} us, fused {t['fused']:.2f} us, eager/fused {t['eager'] / t['fused']:.3f}")
-    for label, mod in (("eager", eager), ("fused", fused)):
+    for label, step in (("eager", make_step(eager, x, a.train)), ("fused", fused_step)):
         print(f"  {label} kernels per step:")
-        kernels(make_step(mod, x, a.train))
+        kernels(step)
 
 
 if __name__ == "__main__":

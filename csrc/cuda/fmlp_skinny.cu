@@ -1,0 +1,505 @@
+// fmlp_skinny.cu — the skinny forward: one tensor-core launch per layer for M <= 64 rows,
+// bias, activation and gating in the same kernel, successive layers overlapped with
+// programmatic dependent launch (PDL) on sm_90.
+//
+// Regime: decode and small batches at transformer widths, where a layer is a weight stream
+// (N x K weights, M <= 64 tokens) and cuBLAS tiles leave most SMs idle. Per layer, block
+// (cb, s) owns 32 weight rows (plain: output columns 32cb..; gated: 16 gate rows and the
+// same 16 up rows) over the K slice s. Its warps split the slice into 32-wide steps and load
+// both operands straight from global memory into mma.sync fragments, 16 bytes per lane: the
+// weights as the A operand (16 rows), the tokens as B (8 per MMA), with K permuted the same
+// way on both sides (lane c holds k = 8c..8c+7 of a step), so no shared-memory staging. The
+// warps' partial sums meet in shared memory; with one K slice the block then adds the bias,
+// stores z (training) and h = act(z) (gated: act(zg)·zu), else it stores a float32 partial,
+// and the last block of the column (an atomic counter) sums the slices in order
+// (deterministic) and runs that epilogue. On sm_90 every layer after the first is launched
+// as a programmatic dependent of the one before: its blocks start while that layer runs,
+// prefetch their weight rows into L2, and only then wait for its output, so the weight
+// streams of all layers overlap.
+//
+// Numerics: float32 accumulation; z rounded once to the dtype (what eager's nn.Linear
+// stores), act applied to that rounded z in float32, h rounded once.
+#include "fmlp_cuda_common.cuh"
+#include "../fmlp_activation.h"
+#include "../fmlp_cuda.h"
+#include <stdlib.h>
+#include <string.h>
+
+#define SK_ROWS 32 // weight rows per block (two 16-row MMA tiles)
+#define SK_RT 2    // 16-row tiles per block
+#define SK_MAX_M 64
+#define SK_RED_STRIDE (SK_ROWS + 4) // conflict-free stores of the accumulator fragments
+
+struct sk_layer {
+    const void* x;     // (M, K) input
+    const void* w[2];  // (N, K) weights; gated: gate, up
+    const void* b[2];  // (N,) biases or NULL
+    void* z[2];        // (M, N) saved pre-activations, or NULL
+    void* h;           // (M, N) output
+    float* part;       // S > 1: (S, M, PW) float32 partial sums, PW = N (plain) or 2N (gated)
+    unsigned* cnt;     // S > 1: one arrival counter per column block, zero on entry
+    unsigned* zero;    // counters this launch resets for later layers (the first layer only)
+    int nzero;
+    int M, N, K, KS, S, act;
+    float slope;
+    int prefetch;      // launched as a PDL dependent with 16-byte weight rows: prefetch them into L2
+};
+
+// 8 consecutive elements row[k..k+7], 0 where !ok or at / past kend. VEC (K % 8 == 0, 16-byte
+// aligned rows): one 16-byte load under a predicate, straight-line code, so a batch of them is
+// in flight at once (branches around each load made ptxas wait for every load in turn:
+// NOTES "skinny v1"). STREAM: weights, read once (no L1 allocation).
+template <typename T, bool VEC, bool STREAM>
+static __device__ __forceinline__ uint4 sk_load8(const T* row, int k, int kend, bool ok) {
+    uint4 r;
+    if (VEC) {
+        const int pred = ok && k < kend;
+        const T* p = row + (pred ? k : 0);
+        if (STREAM)
+            asm volatile("{\n .reg .pred p;\n setp.ne.b32 p, %5, 0;\n"
+                         " mov.b32 %0, 0; mov.b32 %1, 0; mov.b32 %2, 0; mov.b32 %3, 0;\n"
+                         " @p ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];\n}"
+                         : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w) : "l"(p), "r"(pred));
+        else
+            asm volatile("{\n .reg .pred p;\n setp.ne.b32 p, %5, 0;\n"
+                         " mov.b32 %0, 0; mov.b32 %1, 0; mov.b32 %2, 0; mov.b32 %3, 0;\n"
+                         " @p ld.global.nc.v4.u32 {%0,%1,%2,%3}, [%4];\n}"
+                         : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w) : "l"(p), "r"(pred));
+        return r;
+    }
+    unsigned short e[8];
+#pragma unroll
+    for (int i = 0; i < 8; i++) {
+        e[i] = 0;
+        if (ok && k + i < kend) e[i] = __ldg(reinterpret_cast<const unsigned short*>(row + k + i));
+    }
+    r.x = e[0] | ((unsigned)e[1] << 16);
+    r.y = e[2] | ((unsigned)e[3] << 16);
+    r.z = e[4] | ((unsigned)e[5] << 16);
+    r.w = e[6] | ((unsigned)e[7] << 16);
+    return r;
+}
+
+template <typename T>
+static __device__ __forceinline__ void sk_mma(float* c, uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                              uint32_t b0, uint32_t b1);
+template <>
+__device__ __forceinline__ void sk_mma<__nv_bfloat16>(float* c, uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                                      uint32_t b0, uint32_t b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+template <>
+__device__ __forceinline__ void sk_mma<__half>(float* c, uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                               uint32_t b0, uint32_t b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+// Saved z, activation (and gate product) for output (token, column n) from the float32 sums
+// with bias g (plain: the layer's z; gated: the gate) and u (gated: the up projection).
+template <typename T, bool GATED>
+static __device__ __forceinline__ void sk_finish(const sk_layer& L, int tok, int n, float g, float u) {
+    const size_t o = (size_t)tok * L.N + n;
+    const T gr = fmlp_from_f32<T>(g);
+    if (L.z[0]) ((T*)L.z[0])[o] = gr;
+    float v = fmlp_act(L.act, fmlp_to_f32(gr), L.slope);
+    if (GATED) {
+        const T ur = fmlp_from_f32<T>(u);
+        if (L.z[1]) ((T*)L.z[1])[o] = ur;
+        v *= fmlp_to_f32(ur);
+    }
+    ((T*)L.h)[o] = fmlp_from_f32<T>(v);
+}
+
+// NT: 8-token MMA columns (M <= 8 NT); WARPS: warps per block; U: K steps loaded per batch;
+// VEC: 16-byte loads of x and weights (K % 8 == 0, 16-byte aligned x and weights).
+template <typename T, int NT, int WARPS, int U, bool GATED, bool VEC>
+__global__ void __launch_bounds__(WARPS * 32, 2) sk_kernel(const __grid_constant__ sk_layer L) {
+    extern __shared__ float sk_red[]; // [WARPS][NT * 8 tokens][SK_RED_STRIDE]
+    __shared__ unsigned sk_last;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int cb = blockIdx.x, s = blockIdx.y;
+    const int cols = GATED ? SK_ROWS / 2 : SK_ROWS; // output columns per block
+    const int n0 = cb * cols;
+    const int k0 = s * L.KS, k1 = min(L.K, k0 + L.KS);
+    const T* W0 = (const T*)L.w[0];
+    const T* W1 = GATED ? (const T*)L.w[1] : W0;
+
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    // Let the next layer's blocks start now: they prefetch their weights, then wait for us.
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+    if (L.prefetch && warp == 0) {
+        const int t = lane >> 4, r = lane & 15; // lane = one weight row of the block
+        const int n = (GATED ? n0 : n0 + 16 * t) + r;
+        if (n < L.N && k1 > k0) {
+            const T* p = (GATED && t ? W1 : W0) + (size_t)n * L.K + k0;
+            asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p), "r"((unsigned)(k1 - k0) * 2u)
+                         : "memory");
+        }
+    }
+    // The previous layer's output (our x) and our counters are only valid after this.
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+    if (cb == 0 && s == 0)
+        for (int i = threadIdx.x; i < L.nzero; i += WARPS * 32) L.zero[i] = 0;
+
+    // This lane's rows: tile t, half hh -> weight row r = lane/4 + 8hh of the tile.
+    const T* wrow[SK_RT][2];
+    int wok[SK_RT][2];
+#pragma unroll
+    for (int t = 0; t < SK_RT; t++)
+#pragma unroll
+        for (int hh = 0; hh < 2; hh++) {
+            const int n = (GATED ? n0 : n0 + 16 * t) + (lane >> 2) + 8 * hh;
+            wok[t][hh] = n < L.N;
+            wrow[t][hh] = (GATED && t ? W1 : W0) + (size_t)(n < L.N ? n : 0) * L.K;
+        }
+    const T* xrow[NT];
+    int xok[NT];
+#pragma unroll
+    for (int j = 0; j < NT; j++) {
+        const int tok = 8 * j + (lane >> 2);
+        xok[j] = tok < L.M;
+        xrow[j] = (const T*)L.x + (size_t)(tok < L.M ? tok : 0) * L.K;
+    }
+
+    float acc[SK_RT][NT][4];
+#pragma unroll
+    for (int t = 0; t < SK_RT; t++)
+#pragma unroll
+        for (int j = 0; j < NT; j++)
+#pragma unroll
+            for (int q = 0; q < 4; q++) acc[t][j][q] = 0.f;
+
+    const int c8 = (lane & 3) * 8;
+    for (int kk = k0 + 32 * warp; kk < k1; kk += 32 * WARPS * U) {
+        uint4 a[U][SK_RT][2], b[U][NT];
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            const int k = kk + 32 * WARPS * u + c8;
+#pragma unroll
+            for (int t = 0; t < SK_RT; t++)
+#pragma unroll
+                for (int hh = 0; hh < 2; hh++)
+                    a[u][t][hh] = sk_load8<T, VEC, true>(wrow[t][hh], k, k1, wok[t][hh]);
+#pragma unroll
+            for (int j = 0; j < NT; j++)
+                b[u][j] = sk_load8<T, VEC, false>(xrow[j], k, k1, xok[j]);
+        }
+#pragma unroll
+        for (int u = 0; u < U; u++)
+#pragma unroll
+            for (int t = 0; t < SK_RT; t++)
+#pragma unroll
+                for (int j = 0; j < NT; j++) {
+                    // words x,y of the lane's 8 elements feed the first MMA, z,w the second
+                    sk_mma<T>(acc[t][j], a[u][t][0].x, a[u][t][1].x, a[u][t][0].y, a[u][t][1].y, b[u][j].x, b[u][j].y);
+                    sk_mma<T>(acc[t][j], a[u][t][0].z, a[u][t][1].z, a[u][t][0].w, a[u][t][1].w, b[u][j].z, b[u][j].w);
+                }
+    }
+
+    // Warps' partial sums -> shared memory, [warp][token][row].
+    float* red = sk_red + (size_t)warp * NT * 8 * SK_RED_STRIDE;
+#pragma unroll
+    for (int t = 0; t < SK_RT; t++)
+#pragma unroll
+        for (int j = 0; j < NT; j++)
+#pragma unroll
+            for (int q = 0; q < 4; q++) {
+                const int row = 16 * t + (lane >> 2) + 8 * (q >> 1);
+                const int tok = 8 * j + 2 * (lane & 3) + (q & 1);
+                red[tok * SK_RED_STRIDE + row] = acc[t][j][q];
+            }
+    __syncthreads();
+
+    // Epilogue: thread -> one output column c and tokens tok0 + TSTEP·i. Every load a thread
+    // needs is issued before the arithmetic that uses it (biases once; the K-slice partials
+    // for all its tokens per slice), so no thread waits on a chain of L2 round trips.
+    constexpr int TSTEP = WARPS * 32 / cols;             // token rows per pass of the block
+    constexpr int EPT = (NT * 8 + TSTEP - 1) / TSTEP;    // tokens per thread
+    const int c = threadIdx.x % cols, tok0 = threadIdx.x / cols, n = n0 + c;
+    const bool live = n < L.N; // no early return: the K-split path has block barriers below
+    float g[EPT], u[EPT];
+#pragma unroll
+    for (int i = 0; i < EPT; i++) {
+        const int tok = tok0 + TSTEP * i;
+        g[i] = u[i] = 0.f;
+        if (live && tok < L.M) {
+#pragma unroll
+            for (int w = 0; w < WARPS; w++) {
+                const float* r = sk_red + ((size_t)w * NT * 8 + tok) * SK_RED_STRIDE;
+                g[i] += r[c];
+                if (GATED) u[i] += r[16 + c];
+            }
+        }
+    }
+    const int PW = GATED ? 2 * L.N : L.N;
+    if (L.S > 1) {
+        // K split: this slice's sums to the partial buffer; the last block of the column sums
+        // every slice in order (deterministic) and finishes.
+#pragma unroll
+        for (int i = 0; i < EPT; i++) {
+            const int tok = tok0 + TSTEP * i;
+            if (live && tok < L.M) {
+                float* p = L.part + ((size_t)s * L.M + tok) * PW;
+                p[n] = g[i];
+                if (GATED) p[L.N + n] = u[i];
+            }
+        }
+        __threadfence();
+        __syncthreads();
+        if (threadIdx.x == 0) sk_last = atomicAdd(L.cnt + cb, 1u) == (unsigned)(L.S - 1);
+        __syncthreads();
+        if (!sk_last || !live) return;
+        __threadfence();
+#pragma unroll
+        for (int i = 0; i < EPT; i++) g[i] = u[i] = 0.f;
+        for (int q = 0; q < L.S; q++) {
+            float pg[EPT], pu[EPT];
+#pragma unroll
+            for (int i = 0; i < EPT; i++) {
+                const int tok = tok0 + TSTEP * i;
+                const float* p = L.part + ((size_t)q * L.M + (tok < L.M ? tok : 0)) * PW;
+                pg[i] = __ldcg(p + n);
+                if (GATED) pu[i] = __ldcg(p + L.N + n);
+            }
+#pragma unroll
+            for (int i = 0; i < EPT; i++) {
+                g[i] += pg[i];
+                if (GATED) u[i] += pu[i];
+            }
+        }
+    }
+    if (!live) return;
+    const float bg = L.b[0] ? fmlp_to_f32(((const T*)L.b[0])[n]) : 0.f;
+    const float bu = GATED && L.b[1] ? fmlp_to_f32(((const T*)L.b[1])[n]) : 0.f;
+#pragma unroll
+    for (int i = 0; i < EPT; i++) {
+        const int tok = tok0 + TSTEP * i;
+        if (tok < L.M) sk_finish<T, GATED>(L, tok, n, g[i] + bg, u[i] + bu);
+    }
+}
+
+/* ========================================================================== */
+/* Host side                                                                  */
+/* ========================================================================== */
+
+// Launch shape for M tokens: 8-token MMA columns, warps per block, K steps per load batch
+// (registers: the accumulators are 8·NT floats per tile, each batch holds U·(4 + NT) 16-byte
+// fragments; <= 2 NT fits 256 threads at two blocks per SM, 4-8 NT 128 threads).
+typedef struct {
+    int NT, warps, U;
+} sk_shape;
+
+static sk_shape sk_shape_for(int64_t M) {
+    if (M <= 8) return (sk_shape){1, 8, 4};
+    if (M <= 16) return (sk_shape){2, 8, 3};
+    if (M <= 32) return (sk_shape){4, 4, 2};
+    return (sk_shape){8, 4, 2};
+}
+
+template <typename T, int NT, int WARPS, int U>
+static const void* sk_fn(int gated, int vec) {
+    if (vec) return gated ? (const void*)sk_kernel<T, NT, WARPS, U, true, true> : (const void*)sk_kernel<T, NT, WARPS, U, false, true>;
+    return gated ? (const void*)sk_kernel<T, NT, WARPS, U, true, false> : (const void*)sk_kernel<T, NT, WARPS, U, false, false>;
+}
+
+template <typename T>
+static const void* sk_fn_t(sk_shape sh, int gated, int vec) {
+    switch (sh.NT) {
+    case 1: return sk_fn<T, 1, 8, 4>(gated, vec);
+    case 2: return sk_fn<T, 2, 8, 3>(gated, vec);
+    case 4: return sk_fn<T, 4, 4, 2>(gated, vec);
+    default: return sk_fn<T, 8, 4, 2>(gated, vec);
+    }
+}
+
+static const void* sk_kernel_ptr(fmlp_dtype dt, sk_shape sh, int gated, int vec) {
+    return dt == FMLP_BF16 ? sk_fn_t<__nv_bfloat16>(sh, gated, vec) : sk_fn_t<__half>(sh, gated, vec);
+}
+
+static size_t sk_red_bytes(sk_shape sh) { return (size_t)sh.warps * sh.NT * 8 * SK_RED_STRIDE * sizeof(float); }
+
+// Per layer: column blocks and K slices. A layer with fewer column blocks than 3/4 of the SMs
+// splits K so that about one block per SM streams (each slice a whole number of 32-wide steps); the
+// first layer splits only when it has to (its counters need a memset: later layers' are
+// reset by the first layer's launch).
+typedef struct {
+    int L;
+    int nb[FMLP_MAX_LAYERS], S[FMLP_MAX_LAYERS], KS[FMLP_MAX_LAYERS];
+    size_t off_h[2], off_part, off_cnt[FMLP_MAX_LAYERS], total;
+    int ncnt; // counters of layers >= 1 (contiguous from off_cnt[1])
+} sk_plan;
+
+static size_t sk_align(size_t v) { return (v + 255) & ~(size_t)255; }
+
+static void sk_make_plan(const fmlp_desc* d, fmlp_dtype dt, int64_t M, int sm_count, sk_plan* pl) {
+    memset(pl, 0, sizeof *pl);
+    const int L = d->n_layers;
+    pl->L = L;
+    size_t part = 0, hmax = 0;
+    for (int i = 0; i < L; i++) {
+        const int gated = d->gated && i == 0;
+        const int64_t N = d->width[i + 1], K = d->width[i];
+        const int nb = (int)((N + (gated ? 16 : 32) - 1) / (gated ? 16 : 32));
+        const int64_t steps = (K + 31) / 32;
+        int S = 1;
+        if (4 * nb < 3 * sm_count) S = (int)((sm_count + nb - 1) / nb);
+        if (S > steps) S = (int)steps;
+        if (S < 1) S = 1;
+        int KS = (int)(((steps + S - 1) / S) * 32);
+        S = (int)((K + KS - 1) / KS);
+        pl->nb[i] = nb;
+        pl->S[i] = S;
+        pl->KS[i] = KS;
+        if (S > 1) {
+            size_t pb = (size_t)S * M * N * (gated ? 2 : 1) * sizeof(float);
+            if (pb > part) part = pb;
+        }
+        if (i < L - 1) {
+            size_t hb = (size_t)M * N * fmlp_dtype_size(dt);
+            if (hb > hmax) hmax = hb;
+        }
+    }
+    size_t at = 0;
+    pl->off_h[0] = at;
+    at = sk_align(at + hmax);
+    pl->off_h[1] = at;
+    at = sk_align(at + hmax);
+    pl->off_part = at;
+    at = sk_align(at + part);
+    pl->off_cnt[0] = at; /* the first layer's counters: a memset when it splits K */
+    at = sk_align(at + (size_t)pl->nb[0] * sizeof(unsigned));
+    for (int i = 1; i < L; i++) { /* later layers': contiguous, reset by the first layer */
+        pl->off_cnt[i] = at + (size_t)pl->ncnt * sizeof(unsigned);
+        pl->ncnt += pl->nb[i];
+    }
+    at = sk_align(at + (size_t)pl->ncnt * sizeof(unsigned));
+    pl->total = at;
+}
+
+static const char* sk_check(const fmlp_desc* d, fmlp_dtype dt, int64_t M, const fmlp_cuda_ctx* ctx) {
+    if (fmlp_desc_validate(d, NULL) != FMLP_OK) return "invalid MLP description";
+    if (dt != FMLP_BF16 && dt != FMLP_F16) return "dtype must be bfloat16 or float16 (tensor-core MMA, no TF32)";
+    if (M < 0) return "M < 0";
+    if (M > SK_MAX_M) return "M > 64 rows: the skinny kernel holds at most 64 tokens per MMA column set";
+    if (ctx == NULL || ctx->sm_count < 1) return "ctx->sm_count not set (call fmlp_cuda_ctx_init)";
+    if (ctx->cc_major < 8) return "needs compute capability 8.0 or newer (mma.sync bf16)";
+    for (int i = 0; i <= d->n_layers; i++)
+        if (d->width[i] > (1 << 24)) return "a width exceeds 2^24 (32-bit indexing inside the kernel)";
+    return NULL;
+}
+
+extern "C" int fmlp_skinny_supported(const fmlp_desc* d, fmlp_dtype dt, int64_t M, const fmlp_cuda_ctx* ctx,
+                                     const char** why) {
+    const char* w = sk_check(d, dt, M, ctx);
+    if (why) *why = w ? w : "one tensor-core launch per layer, M <= 64, layers overlapped (PDL)";
+    return w == NULL;
+}
+
+extern "C" size_t fmlp_skinny_workspace_bytes(const fmlp_desc* d, fmlp_dtype dt, int64_t M,
+                                              const fmlp_cuda_ctx* ctx) {
+    if (sk_check(d, dt, M, ctx)) return 0;
+    sk_plan pl;
+    sk_make_plan(d, dt, M, ctx->sm_count, &pl);
+    return pl.total;
+}
+
+static int sk_aligned16(const void* p) { return ((uintptr_t)p & 15) == 0; }
+
+// FMLP_SK_PDL=0 (dev knob): plain stream-ordered launches, to measure what PDL buys.
+static int sk_pdl_env(void) {
+    static int env = -2;
+    if (env == -2) {
+        const char* e = getenv("FMLP_SK_PDL");
+        env = e && *e ? atoi(e) : -1;
+    }
+    return env != 0;
+}
+
+extern "C" int fmlp_forward_skinny_cuda(const fmlp_desc* d, fmlp_dtype dt, int64_t M, const void* x,
+                                        const fmlp_params* p, void* out, void* const* saved, void* ws,
+                                        const fmlp_cuda_ctx* ctx, fmlp_status* st) {
+    if (fmlp_desc_validate(d, st) != FMLP_OK) return st ? st->code : FMLP_ERR_INVALID;
+    const char* why = sk_check(d, dt, M, ctx);
+    if (why) return fmlp_fail(st, FMLP_ERR_UNSUPPORTED, "skinny forward: %s", why);
+    if (M == 0) return FMLP_OK;
+    if (ws == NULL || ((uintptr_t)ws & 255))
+        return fmlp_fail(st, FMLP_ERR_INVALID, "skinny forward: workspace must be non-NULL and 256-byte aligned");
+    sk_plan pl;
+    sk_make_plan(d, dt, M, ctx->sm_count, &pl);
+    char* wsb = (char*)ws;
+    const sk_shape sh = sk_shape_for(M);
+    const size_t smem = sk_red_bytes(sh);
+    const int pdl = ctx->cc_major >= 9 && sk_pdl_env();
+    cudaStream_t stream = (cudaStream_t)ctx->stream;
+    const int L = d->n_layers;
+    if (pl.S[0] > 1) {
+        cudaError_t e = cudaMemsetAsync(wsb + pl.off_cnt[0], 0, (size_t)pl.nb[0] * sizeof(unsigned), stream);
+        if (e != cudaSuccess) return fmlp_cuda_check(e, st, "skinny forward: counter reset");
+    }
+    const void* in = x;
+    for (int i = 0; i < L; i++) {
+        const int gated = d->gated && i == 0;
+        const int k0 = i == 0 ? 0 : i + d->gated; /* weight index of layer i (plain / gate) */
+        sk_layer Ly;
+        memset(&Ly, 0, sizeof Ly);
+        Ly.x = in;
+        for (int j = 0; j <= gated; j++) {
+            Ly.w[j] = p->w[k0 + j];
+            Ly.b[j] = d->has_bias[k0 + j] ? p->b[k0 + j] : NULL;
+            if (Ly.w[j] == NULL) return fmlp_fail(st, FMLP_ERR_INVALID, "skinny forward: weights[%d] is NULL", k0 + j);
+            if (d->has_bias[k0 + j] && p->b[k0 + j] == NULL)
+                return fmlp_fail(st, FMLP_ERR_INVALID, "skinny forward: biases[%d] is NULL but has_bias is set", k0 + j);
+        }
+        const int si = saved ? fmlp_saved_index(d, i) : -1;
+        if (si >= 0) {
+            Ly.z[0] = saved[si];
+            if (gated) Ly.z[1] = saved[si + 1];
+        }
+        Ly.h = i == L - 1 ? out : (void*)(wsb + pl.off_h[i & 1]);
+        Ly.M = (int)M;
+        Ly.N = (int)d->width[i + 1];
+        Ly.K = (int)d->width[i];
+        Ly.KS = pl.KS[i];
+        Ly.S = pl.S[i];
+        Ly.act = d->act[i];
+        Ly.slope = d->negative_slope;
+        Ly.part = (float*)(wsb + pl.off_part);
+        Ly.cnt = (unsigned*)(wsb + pl.off_cnt[i]);
+        if (i == 0 && L > 1) {
+            Ly.zero = (unsigned*)(wsb + pl.off_cnt[1]);
+            Ly.nzero = pl.ncnt;
+        }
+        const int kv = Ly.K % 8 == 0;
+        const int wvec = kv && sk_aligned16(Ly.w[0]) && (!gated || sk_aligned16(Ly.w[1]));
+        const int vec = wvec && sk_aligned16(in);
+        Ly.prefetch = pdl && i > 0 && wvec;
+
+        const void* fn = sk_kernel_ptr(dt, sh, gated, vec);
+        cudaLaunchConfig_t cfg;
+        memset(&cfg, 0, sizeof cfg);
+        cfg.gridDim = dim3((unsigned)pl.nb[i], (unsigned)pl.S[i]);
+        cfg.blockDim = dim3((unsigned)(sh.warps * 32));
+        cfg.dynamicSmemBytes = smem;
+        cfg.stream = stream;
+        cudaLaunchAttribute attr[1];
+        attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        attr[0].val.programmaticStreamSerializationAllowed = 1;
+        cfg.attrs = attr;
+        cfg.numAttrs = (pdl && i > 0) ? 1 : 0;
+        void* args[] = {&Ly};
+        cudaError_t e = cudaLaunchKernelExC(&cfg, fn, args);
+        if (e != cudaSuccess)
+            return fmlp_fail(st, FMLP_ERR_BACKEND, "skinny forward: layer %d launch failed: %s", i, cudaGetErrorString(e));
+        in = Ly.h;
+    }
+    return FMLP_OK;
+}
