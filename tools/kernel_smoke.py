@@ -1,5 +1,5 @@
 """A short run of every CUDA strategy, forward and backward (and inference forwards, where
-small_m and narrow apply), on odd shapes: the workload tools/gpu_check.sh runs under
+small_m, narrow and skinny apply), on odd shapes: the workload tools/gpu_check.sh runs under
 compute-sanitizer memcheck."""
 import os
 import sys
@@ -10,7 +10,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 import fused_mlp  # noqa: E402
 from mlp_reference import random_mlp  # noqa: E402
 
-for strategy in ("gemm", "small_m", "narrow"):
+for strategy in ("gemm", "small_m", "narrow", "skinny"):
     os.environ["FUSED_MLP_STRATEGY"] = strategy
     for dtype in (torch.float32, torch.bfloat16, torch.float16):
         for widths, gated, m in (([17, 33, 5], False, 3), ([64, 136, 64], True, 16), ([72, 8, 24, 72], False, 64)):

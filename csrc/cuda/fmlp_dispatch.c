@@ -50,8 +50,8 @@ static int fmlp_narrow_wins(const fmlp_desc* d, fmlp_dtype dt, int64_t M) {
 }
 
 /* Where the skinny kernel measured fastest (the table in fmlp_cuda_plan). */
-static int skinny_wins(const fmlp_desc* d, fmlp_dtype dt, int64_t M, int save) {
-    if (dt == FMLP_F32 || save || M > 16 || d->n_layers > 2) return 0;
+static int skinny_wins(const fmlp_desc* d, fmlp_dtype dt, int64_t M) {
+    if (dt == FMLP_F32 || M > 16 || d->n_layers > 2) return 0;
     double bytes = 0;
     for (int k = 0; k < fmlp_n_weights(d); k++) {
         int64_t out, in;
@@ -126,10 +126,14 @@ int fmlp_cuda_plan(const fmlp_desc* d, fmlp_dtype dt, int64_t M, int save, int b
      * latency chain per layer), with weights far past L2 (SwiGLU 4096/14336, 352 MB, M=1:
      * 133.8 / 133.3 / 134.1 / 140.9) and at M >= 32 (GeGLU M=32: 17.6 / 17.2 / 22.0 / 16.1, M=64
      * 18.6 / 17.4 / 33.3 / 21.6: one warp per scheduler waits out each load batch in turn).
-     * It needs no shapes the plan cannot see (any alignment), so capture takes it too. */
-    if (skinny_wins(d, dt, M, save) && fmlp_skinny_supported(d, dt, M, ctx, NULL)) {
-        *why = "M <= 16, 16-bit, <= 2 layers, weights <= 32 MB, inference: one tensor-core launch per layer, "
-               "weight streams overlapped (PDL); measured faster than cuBLAS and the single launch";
+     * In a training step (its forward saves z; the backward is cuBLAS's either way), fwd+bwd:
+     *   GeGLU M=1: 81.9 / 73.7 / 66.7 / 66.4    M=16: 80.1 / 82.1 / 77.8 / 75.2
+     *   1024-4096-1024 M=1: 81.0 / 70.0 / 66.2 / 67.0    M=16: 79.7 / 77.4 / 75.4 / 77.1
+     * (dev/diag/skinny_sweep.py --train). It needs no shapes the plan cannot see (any
+     * alignment), so CUDA-graph capture takes it too. */
+    if (skinny_wins(d, dt, M) && fmlp_skinny_supported(d, dt, M, ctx, NULL)) {
+        *why = "M <= 16, 16-bit, <= 2 layers, weights <= 32 MB: one tensor-core launch per layer, weight "
+               "streams overlapped (PDL); measured faster than cuBLAS and the single launch";
         return FMLP_STRATEGY_SKINNY;
     }
     if (small_ok && !save && dt != FMLP_F32 && d->n_layers <= 2) {

@@ -52,7 +52,7 @@ struct sk_layer {
 template <typename T, bool VEC, bool STREAM>
 static __device__ __forceinline__ uint4 sk_load8(const T* row, int k, int kend, bool ok) {
     uint4 r;
-    if (VEC) {
+    if constexpr (VEC) {
         const int pred = ok && k < kend;
         const T* p = row + (pred ? k : 0);
         if (STREAM)
@@ -65,18 +65,18 @@ static __device__ __forceinline__ uint4 sk_load8(const T* row, int k, int kend, 
                          " mov.b32 %0, 0; mov.b32 %1, 0; mov.b32 %2, 0; mov.b32 %3, 0;\n"
                          " @p ld.global.nc.v4.u32 {%0,%1,%2,%3}, [%4];\n}"
                          : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w) : "l"(p), "r"(pred));
-        return r;
-    }
-    unsigned short e[8];
+    } else {
+        unsigned short e[8];
 #pragma unroll
-    for (int i = 0; i < 8; i++) {
-        e[i] = 0;
-        if (ok && k + i < kend) e[i] = __ldg(reinterpret_cast<const unsigned short*>(row + k + i));
+        for (int i = 0; i < 8; i++) {
+            e[i] = 0;
+            if (ok && k + i < kend) e[i] = __ldg(reinterpret_cast<const unsigned short*>(row + k + i));
+        }
+        r.x = e[0] | ((unsigned)e[1] << 16);
+        r.y = e[2] | ((unsigned)e[3] << 16);
+        r.z = e[4] | ((unsigned)e[5] << 16);
+        r.w = e[6] | ((unsigned)e[7] << 16);
     }
-    r.x = e[0] | ((unsigned)e[1] << 16);
-    r.y = e[2] | ((unsigned)e[3] << 16);
-    r.z = e[4] | ((unsigned)e[5] << 16);
-    r.w = e[6] | ((unsigned)e[7] << 16);
     return r;
 }
 
