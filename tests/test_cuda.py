@@ -249,8 +249,8 @@ def test_dispatcher_choices_are_inspectable(monkeypatch):
     mid = fused_mlp.explain(torch.empty(64, 1024, device="cuda", dtype=torch.bfloat16), w, "gelu_tanh")
     large = fused_mlp.explain(torch.empty(8192, 1024, device="cuda", dtype=torch.bfloat16), w, "gelu_tanh")
     bwd = fused_mlp.explain(torch.empty(16, 1024, device="cuda", dtype=torch.bfloat16), w, "gelu_tanh", backward=True)
-    assert one["strategy"] == "skinny" and "M <= 16" in one["why"]
-    assert small["strategy"] == "skinny" and "PDL" in small["why"]
+    assert one["strategy"] == "small_m" and "not in CUDA-graph capture" in one["why"]
+    assert small["strategy"] == "small_m" and "not in CUDA-graph capture" in small["why"]
     assert mid["strategy"] == "gemm" and "M > 16" in mid["why"]
     five = [torch.empty(64, 64, device="cuda", dtype=torch.bfloat16) for _ in range(5)]
     deep = fused_mlp.explain(torch.empty(16, 64, device="cuda", dtype=torch.bfloat16), five, "relu")

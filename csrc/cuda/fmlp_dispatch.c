@@ -130,23 +130,26 @@ int fmlp_cuda_plan(const fmlp_desc* d, fmlp_dtype dt, int64_t M, int save, int b
      *   GeGLU M=1: 81.9 / 73.7 / 66.7 / 66.4    M=16: 80.1 / 82.1 / 77.8 / 75.2
      *   1024-4096-1024 M=1: 81.0 / 70.0 / 66.2 / 67.0    M=16: 79.7 / 77.4 / 75.4 / 77.1
      * (dev/diag/skinny_sweep.py --train). It needs no shapes the plan cannot see (any
-     * alignment), so CUDA-graph capture takes it too. */
+     * alignment), so CUDA-graph capture takes it. But called from a Python loop, where the host
+     * is the bottleneck, the single launch costs less host time than two launches: 1024-4096-1024
+     * M=1 loop 17.2 (small_m) / 19.2 (skinny) / 53.7 (gemm) / 52.1 (eager) µs per call, M=16
+     * 16.4 / 18.4 / 51.3 / 50.2 (python bench/gpu_sweep.py --skip-sweep, session 8). So: outside
+     * capture, inference, the single launch where it applies; else the skinny kernel. */
+    const int small_fits = small_ok && !save && dt != FMLP_F32 && d->n_layers <= 2;
+    if (small_fits && M <= 16 && !ctx->capturing) {
+        *why = "M <= 16, 16-bit, <= 2 layers, inference, not in CUDA-graph capture: one launch for all layers "
+               "(measured: the least host time per call, GPU time level with the skinny kernel)";
+        return FMLP_STRATEGY_SMALL_M;
+    }
     if (skinny_wins(d, dt, M) && fmlp_skinny_supported(d, dt, M, ctx, NULL)) {
-        *why = "M <= 16, 16-bit, <= 2 layers, weights <= 32 MB: one tensor-core launch per layer, weight "
-               "streams overlapped (PDL); measured faster than cuBLAS and the single launch";
+        *why = "M <= 16, 16-bit, <= 2 layers, weights <= 32 MB, in CUDA-graph capture or a training forward: one "
+               "tensor-core launch per layer, weight streams overlapped (PDL); measured the least GPU time";
         return FMLP_STRATEGY_SKINNY;
     }
-    if (small_ok && !save && dt != FMLP_F32 && d->n_layers <= 2) {
-        if (M == 1) {
-            *why = "M = 1, 16-bit, <= 2 layers, inference: one launch for all layers (measured: GPU time level "
-                   "with cuBLAS, about half the host time)";
-            return FMLP_STRATEGY_SMALL_M;
-        }
-        if (M <= 16 && !ctx->capturing) {
-            *why = "M <= 16, 16-bit, <= 2 layers, inference, not in CUDA-graph capture: one launch for all layers "
-                   "(measured: half the host time per call, GPU time level with eager)";
-            return FMLP_STRATEGY_SMALL_M;
-        }
+    if (small_fits && M == 1) {
+        *why = "M = 1, 16-bit, <= 2 layers, inference: one launch for all layers (measured: GPU time level "
+               "with cuBLAS, about half the host time)";
+        return FMLP_STRATEGY_SMALL_M;
     }
     *why = M <= 64 ? "small M, but the single-launch kernel loses GPU time to cuBLAS here (training forward, "
                      "CUDA-graph capture, M > 16, float32 or > 2 layers; NOTES.md): cuBLAS GEMMs with fused "
