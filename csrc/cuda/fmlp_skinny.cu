@@ -19,6 +19,10 @@
 //
 // Numerics: float32 accumulation; z rounded once to the dtype (what eager's nn.Linear
 // stores), act applied to that rounded z in float32, h rounded once.
+//
+// Measured (NOTES.md "CUDA skinny kernel"): fastest in GPU time at M <= 16 with <= 2 layers;
+// at 32-64 tokens slower than cuBLAS (each warp waits out its load batches in turn), so the
+// dispatcher sends it M <= 16 only. Any M <= 64 is correct (FUSED_MLP_STRATEGY=skinny).
 #include "fmlp_cuda_common.cuh"
 #include "../fmlp_activation.h"
 #include "../fmlp_cuda.h"
@@ -328,9 +332,9 @@ static const void* sk_kernel_ptr(fmlp_dtype dt, sk_shape sh, int gated, int vec)
 static size_t sk_red_bytes(sk_shape sh) { return (size_t)sh.warps * sh.NT * 8 * SK_RED_STRIDE * sizeof(float); }
 
 // Per layer: column blocks and K slices. A layer with fewer column blocks than 3/4 of the SMs
-// splits K so that about one block per SM streams (each slice a whole number of 32-wide steps); the
-// first layer splits only when it has to (its counters need a memset: later layers' are
-// reset by the first layer's launch).
+// splits K so that about one block per SM streams (each slice a whole number of 32-wide steps).
+// When the first layer splits, its counters need a memset; later layers' are reset by the
+// first layer's launch.
 typedef struct {
     int L;
     int nb[FMLP_MAX_LAYERS], S[FMLP_MAX_LAYERS], KS[FMLP_MAX_LAYERS];
