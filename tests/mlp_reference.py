@@ -24,22 +24,34 @@ def apply_act(name, z, slope=0.01):
     }[name](z)
 
 
-def reference_mlp(x, weights, biases, acts, gated=False, slope=0.01, dtype=torch.float64, last_terms=False):
+def reference_mlp(x, weights, biases, acts, gated=False, slope=0.01, dtype=torch.float64, last_terms=False,
+                  store=None, pre=None):
     """The MLP written with plain torch ops, computed in `dtype` (float64: the reference;
     the test dtype: what eager PyTorch itself achieves). last_terms=True also returns
-    |h|·|W_L|ᵀ + |b_L|, the magnitude of what the last layer sums (see output_error_scale)."""
+    |h|·|W_L|ᵀ + |b_L|, the magnitude of what the last layer sums (see output_error_scale).
+    store: round each hidden layer's output to this dtype, as a 16-bit forward stores it.
+    pre: a list that receives each activation's input (the gate's, for a gated layer)."""
     c = lambda t: None if t is None else t.to(dtype)  # noqa: E731
     h = c(x)
     ws, bs = [c(w) for w in weights], [c(b) for b in (biases or [None] * len(weights))]
     if gated:
         g = F.linear(h, ws[0], bs[0])
         u = F.linear(h, ws[1], bs[1])
+        if pre is not None:
+            pre.append(g)
         h = apply_act(acts[0], g, slope) * u
         ws, bs, acts = ws[2:], bs[2:], acts[1:]
+        if store is not None:
+            h = h.to(store).to(dtype)
     terms = None
-    for w, b, a in zip(ws, bs, acts):
+    for i, (w, b, a) in enumerate(zip(ws, bs, acts)):
         terms = F.linear(h.abs(), w.abs(), None if b is None else b.abs())
-        h = apply_act(a, F.linear(h, w, b), slope)
+        z = F.linear(h, w, b)
+        if pre is not None:
+            pre.append(z)
+        h = apply_act(a, z, slope)
+        if store is not None and i < len(ws) - 1:
+            h = h.to(store).to(dtype)
     return (h, terms) if last_terms else h
 
 
