@@ -5,6 +5,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include "../fmlp.h"
 
 __device__ __forceinline__ float fmlp_to_f32(float v) { return v; }
@@ -50,6 +51,40 @@ static inline int fmlp_optin_smem(int device) {
         optin[device] = v;
     }
     return optin[device];
+}
+
+// 1 if p is 16-byte aligned (NULL counts as aligned): the vector paths' precondition.
+static inline int fmlp_aligned16(const void* p) { return ((uintptr_t)p & 15) == 0; }
+
+// A dev knob: the integer value of environment variable `name`, -1 when unset or empty,
+// read once into *cache (a static of the caller, initialised to -2).
+static inline int fmlp_env_knob(const char* name, int* cache) {
+    if (*cache == -2) {
+        const char* e = getenv(name);
+        *cache = e && *e ? atoi(e) : -1;
+    }
+    return *cache;
+}
+
+// D (16x8, float32) += A (16x16, row) · B (16x8, col), bfloat16 or float16 operands: the
+// mma.sync fragment layout (a: 4 registers, b: 2).
+template <typename T>
+__device__ __forceinline__ void fmlp_mma16816(float* c, const uint32_t* a, uint32_t b0, uint32_t b1);
+template <>
+__device__ __forceinline__ void fmlp_mma16816<__nv_bfloat16>(float* c, const uint32_t* a, uint32_t b0, uint32_t b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+template <>
+__device__ __forceinline__ void fmlp_mma16816<__half>(float* c, const uint32_t* a, uint32_t b0, uint32_t b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
 static inline int fmlp_cuda_check(cudaError_t e, fmlp_status* st, const char* what) {

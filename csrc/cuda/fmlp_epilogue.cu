@@ -264,7 +264,6 @@ __global__ void fmlp_gemm_fill_ones_kernel(int64_t n, T* out) {
         out[c] = fmlp_from_f32<T>(1.0f);
 }
 
-inline bool aligned16(const void* p) { return ((uintptr_t)p & 15) == 0; }  // NULL counts as aligned
 
 template <int V, int U> struct Shape {
     static constexpr int v = V, u = U;
@@ -316,7 +315,7 @@ extern "C" int fmlp_launch_bias_act(fmlp_dtype dt, int64_t M, int64_t N, void* z
                                     int act, float slope, void* stream, fmlp_status* st) {
     if (M * N == 0) return FMLP_OK;
     cudaStream_t s = (cudaStream_t)stream;
-    bool al = aligned16(z) && aligned16(bias) && aligned16(h);
+    bool al = fmlp_aligned16(z) && fmlp_aligned16(bias) && fmlp_aligned16(h);
     int rc = 0;
     FMLP_DISPATCH_DTYPE(dt, FMLP_DISPATCH_ACT(act, {
         rc = launch_ew<T>(M, N, al, [&](auto sh, const Geom& g) {
@@ -332,7 +331,7 @@ extern "C" int fmlp_launch_glu(fmlp_dtype dt, int64_t M, int64_t N, void* zg, vo
     if (M * N == 0) return FMLP_OK;
     cudaStream_t s = (cudaStream_t)stream;
     int keep = h != zg;
-    bool al = aligned16(zg) && aligned16(zu) && aligned16(bg) && aligned16(bu) && aligned16(h);
+    bool al = fmlp_aligned16(zg) && fmlp_aligned16(zu) && fmlp_aligned16(bg) && fmlp_aligned16(bu) && fmlp_aligned16(h);
     int rc = 0;
     FMLP_DISPATCH_DTYPE(dt, FMLP_DISPATCH_ACT(act, {
         rc = launch_ew<T>(M, N, al, [&](auto sh, const Geom& g) {
@@ -347,7 +346,7 @@ extern "C" int fmlp_launch_dact(fmlp_dtype dt, int64_t M, int64_t N, const void*
                                 void* h, int act, float slope, void* stream, fmlp_status* st) {
     if (M * N == 0) return FMLP_OK;
     cudaStream_t s = (cudaStream_t)stream;
-    bool al = aligned16(g) && aligned16(z) && aligned16(dz) && aligned16(h);
+    bool al = fmlp_aligned16(g) && fmlp_aligned16(z) && fmlp_aligned16(dz) && fmlp_aligned16(h);
     int rc = 0;
     FMLP_DISPATCH_DTYPE(dt, FMLP_DISPATCH_ACT(act, {
         rc = launch_ew<T>(M, N, al, [&](auto sh, const Geom& gm) {
@@ -363,7 +362,8 @@ extern "C" int fmlp_launch_dglu(fmlp_dtype dt, int64_t M, int64_t N, const void*
                                 fmlp_status* st) {
     if (M * N == 0) return FMLP_OK;
     cudaStream_t s = (cudaStream_t)stream;
-    bool al = aligned16(g) && aligned16(zg) && aligned16(zu) && aligned16(dzg) && aligned16(dzu) && aligned16(h);
+    bool al = fmlp_aligned16(g) && fmlp_aligned16(zg) && fmlp_aligned16(zu) && fmlp_aligned16(dzg) &&
+              fmlp_aligned16(dzu) && fmlp_aligned16(h);
     int rc = 0;
     FMLP_DISPATCH_DTYPE(dt, FMLP_DISPATCH_ACT(act, {
         rc = launch_ew<T>(M, N, al, [&](auto sh, const Geom& gm) {
@@ -386,7 +386,7 @@ extern "C" int fmlp_launch_fill_ones(fmlp_dtype dt, int64_t n, void* ones, void*
 extern "C" int fmlp_launch_add(fmlp_dtype dt, int64_t n, void* y, const void* t, void* stream, fmlp_status* st) {
     if (n == 0) return FMLP_OK;
     cudaStream_t s = (cudaStream_t)stream;
-    bool al = aligned16(y) && aligned16(t);
+    bool al = fmlp_aligned16(y) && fmlp_aligned16(t);
     int rc = 0;
     FMLP_DISPATCH_DTYPE(dt, {
         rc = launch_ew<T>(1, n, al, [&](auto sh, const Geom& g) {
@@ -410,7 +410,7 @@ extern "C" int fmlp_launch_outer(fmlp_dtype dt, int64_t N, int64_t K, const void
                                  void* stream, fmlp_status* st) {
     if (N == 0 || K == 0) return FMLP_OK;
     cudaStream_t s = (cudaStream_t)stream;
-    bool al = aligned16(b) && aligned16(out);
+    bool al = fmlp_aligned16(b) && fmlp_aligned16(out);
     int rc = 0;
     FMLP_DISPATCH_DTYPE(dt, {
         rc = launch_ew<T>(N, K, al, [&](auto sh, const Geom& g) {

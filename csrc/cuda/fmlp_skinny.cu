@@ -84,28 +84,6 @@ static __device__ __forceinline__ uint4 sk_load8(const T* row, int k, int kend, 
     return r;
 }
 
-template <typename T>
-static __device__ __forceinline__ void sk_mma(float* c, uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
-                                              uint32_t b0, uint32_t b1);
-template <>
-__device__ __forceinline__ void sk_mma<__nv_bfloat16>(float* c, uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
-                                                      uint32_t b0, uint32_t b1) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-        "{%0,%1,%2,%3};"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
-template <>
-__device__ __forceinline__ void sk_mma<__half>(float* c, uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
-                                               uint32_t b0, uint32_t b1) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-        "{%0,%1,%2,%3};"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
-
 // Saved z, activation (and gate product) for output (token, column n) from the float32 sums
 // with bias g (plain: the layer's z; gated: the gate) and u (gated: the up projection).
 template <typename T, bool GATED>
@@ -204,8 +182,10 @@ __global__ void __launch_bounds__(WARPS * 32, 2) sk_kernel(const __grid_constant
 #pragma unroll
                 for (int j = 0; j < NT; j++) {
                     // words x,y of the lane's 8 elements feed the first MMA, z,w the second
-                    sk_mma<T>(acc[t][j], a[u][t][0].x, a[u][t][1].x, a[u][t][0].y, a[u][t][1].y, b[u][j].x, b[u][j].y);
-                    sk_mma<T>(acc[t][j], a[u][t][0].z, a[u][t][1].z, a[u][t][0].w, a[u][t][1].w, b[u][j].z, b[u][j].w);
+                    const uint32_t lo[4] = {a[u][t][0].x, a[u][t][1].x, a[u][t][0].y, a[u][t][1].y};
+                    const uint32_t hi[4] = {a[u][t][0].z, a[u][t][1].z, a[u][t][0].w, a[u][t][1].w};
+                    fmlp_mma16816<T>(acc[t][j], lo, b[u][j].x, b[u][j].y);
+                    fmlp_mma16816<T>(acc[t][j], hi, b[u][j].z, b[u][j].w);
                 }
     }
 
@@ -295,41 +275,35 @@ __global__ void __launch_bounds__(WARPS * 32, 2) sk_kernel(const __grid_constant
 /* Host side                                                                  */
 /* ========================================================================== */
 
-// Launch shape for M tokens: 8-token MMA columns, warps per block, K steps per load batch
+// Launch shape for M tokens: NT 8-token MMA columns, warps per block, K steps per load batch
 // (registers: the accumulators are 8·NT floats per tile, each batch holds U·(4 + NT) 16-byte
 // fragments; <= 2 NT fits 256 threads at two blocks per SM, 4-8 NT 128 threads).
-typedef struct {
-    int NT, warps, U;
-} sk_shape;
+static int sk_nt(int64_t M) { return M <= 8 ? 1 : M <= 16 ? 2 : M <= 32 ? 4 : 8; }
+static constexpr int sk_warps(int NT) { return NT <= 2 ? 8 : 4; }
+static constexpr int sk_unroll(int NT) { return NT == 1 ? 4 : NT == 2 ? 3 : 2; }
 
-static sk_shape sk_shape_for(int64_t M) {
-    if (M <= 8) return (sk_shape){1, 8, 4};
-    if (M <= 16) return (sk_shape){2, 8, 3};
-    if (M <= 32) return (sk_shape){4, 4, 2};
-    return (sk_shape){8, 4, 2};
-}
-
-template <typename T, int NT, int WARPS, int U>
+template <typename T, int NT>
 static const void* sk_fn(int gated, int vec) {
-    if (vec) return gated ? (const void*)sk_kernel<T, NT, WARPS, U, true, true> : (const void*)sk_kernel<T, NT, WARPS, U, false, true>;
-    return gated ? (const void*)sk_kernel<T, NT, WARPS, U, true, false> : (const void*)sk_kernel<T, NT, WARPS, U, false, false>;
+    constexpr int W = sk_warps(NT), U = sk_unroll(NT);
+    if (vec) return gated ? (const void*)sk_kernel<T, NT, W, U, true, true> : (const void*)sk_kernel<T, NT, W, U, false, true>;
+    return gated ? (const void*)sk_kernel<T, NT, W, U, true, false> : (const void*)sk_kernel<T, NT, W, U, false, false>;
 }
 
 template <typename T>
-static const void* sk_fn_t(sk_shape sh, int gated, int vec) {
-    switch (sh.NT) {
-    case 1: return sk_fn<T, 1, 8, 4>(gated, vec);
-    case 2: return sk_fn<T, 2, 8, 3>(gated, vec);
-    case 4: return sk_fn<T, 4, 4, 2>(gated, vec);
-    default: return sk_fn<T, 8, 4, 2>(gated, vec);
+static const void* sk_fn_t(int NT, int gated, int vec) {
+    switch (NT) {
+    case 1: return sk_fn<T, 1>(gated, vec);
+    case 2: return sk_fn<T, 2>(gated, vec);
+    case 4: return sk_fn<T, 4>(gated, vec);
+    default: return sk_fn<T, 8>(gated, vec);
     }
 }
 
-static const void* sk_kernel_ptr(fmlp_dtype dt, sk_shape sh, int gated, int vec) {
-    return dt == FMLP_BF16 ? sk_fn_t<__nv_bfloat16>(sh, gated, vec) : sk_fn_t<__half>(sh, gated, vec);
+static const void* sk_kernel_ptr(fmlp_dtype dt, int NT, int gated, int vec) {
+    return dt == FMLP_BF16 ? sk_fn_t<__nv_bfloat16>(NT, gated, vec) : sk_fn_t<__half>(NT, gated, vec);
 }
 
-static size_t sk_red_bytes(sk_shape sh) { return (size_t)sh.warps * sh.NT * 8 * SK_RED_STRIDE * sizeof(float); }
+static size_t sk_red_bytes(int NT) { return (size_t)sk_warps(NT) * NT * 8 * SK_RED_STRIDE * sizeof(float); }
 
 // Per layer: column blocks and K slices. A layer with fewer column blocks than 3/4 of the SMs
 // splits K so that about one block per SM streams (each slice a whole number of 32-wide steps).
@@ -416,16 +390,10 @@ extern "C" size_t fmlp_skinny_workspace_bytes(const fmlp_desc* d, fmlp_dtype dt,
     return pl.total;
 }
 
-static int sk_aligned16(const void* p) { return ((uintptr_t)p & 15) == 0; }
-
 // FMLP_SK_PDL=0 (dev knob): plain stream-ordered launches, to measure what PDL buys.
 static int sk_pdl_env(void) {
     static int env = -2;
-    if (env == -2) {
-        const char* e = getenv("FMLP_SK_PDL");
-        env = e && *e ? atoi(e) : -1;
-    }
-    return env != 0;
+    return fmlp_env_knob("FMLP_SK_PDL", &env) != 0;
 }
 
 extern "C" int fmlp_forward_skinny_cuda(const fmlp_desc* d, fmlp_dtype dt, int64_t M, const void* x,
@@ -440,8 +408,8 @@ extern "C" int fmlp_forward_skinny_cuda(const fmlp_desc* d, fmlp_dtype dt, int64
     sk_plan pl;
     sk_make_plan(d, dt, M, ctx->sm_count, &pl);
     char* wsb = (char*)ws;
-    const sk_shape sh = sk_shape_for(M);
-    const size_t smem = sk_red_bytes(sh);
+    const int NT = sk_nt(M);
+    const size_t smem = sk_red_bytes(NT);
     const int pdl = ctx->cc_major >= 9 && sk_pdl_env();
     cudaStream_t stream = (cudaStream_t)ctx->stream;
     const int L = d->n_layers;
@@ -483,15 +451,15 @@ extern "C" int fmlp_forward_skinny_cuda(const fmlp_desc* d, fmlp_dtype dt, int64
             Ly.nzero = pl.ncnt;
         }
         const int kv = Ly.K % 8 == 0;
-        const int wvec = kv && sk_aligned16(Ly.w[0]) && (!gated || sk_aligned16(Ly.w[1]));
-        const int vec = wvec && sk_aligned16(in);
+        const int wvec = kv && fmlp_aligned16(Ly.w[0]) && (!gated || fmlp_aligned16(Ly.w[1]));
+        const int vec = wvec && fmlp_aligned16(in);
         Ly.prefetch = pdl && i > 0 && wvec;
 
-        const void* fn = sk_kernel_ptr(dt, sh, gated, vec);
+        const void* fn = sk_kernel_ptr(dt, NT, gated, vec);
         cudaLaunchConfig_t cfg;
         memset(&cfg, 0, sizeof cfg);
         cfg.gridDim = dim3((unsigned)pl.nb[i], (unsigned)pl.S[i]);
-        cfg.blockDim = dim3((unsigned)(sh.warps * 32));
+        cfg.blockDim = dim3((unsigned)(sk_warps(NT) * 32));
         cfg.dynamicSmemBytes = smem;
         cfg.stream = stream;
         cudaLaunchAttribute attr[1];

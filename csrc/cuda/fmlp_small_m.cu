@@ -165,25 +165,6 @@ static __device__ __forceinline__ uint4 lds128(uint32_t a) {
     return r;
 }
 
-template <typename T>
-static __device__ __forceinline__ void mma16816(float* c, const uint32_t* a, uint32_t b0, uint32_t b1);
-template <>
-__device__ __forceinline__ void mma16816<__nv_bfloat16>(float* c, const uint32_t* a, uint32_t b0, uint32_t b1) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-        "{%0,%1,%2,%3};"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-template <>
-__device__ __forceinline__ void mma16816<__half>(float* c, const uint32_t* a, uint32_t b0, uint32_t b1) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-        "{%0,%1,%2,%3};"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
 /* First / last row of block b in a layer of N rows over G blocks. */
 static __host__ __device__ __forceinline__ int sm_row0(int b, int N, int G) {
     return (int)(((long long)b * N) / G);
@@ -518,8 +499,8 @@ static __device__ __forceinline__ void sm_unit_mma(const sm_params& P, const sm_
                     const int s1 = NACC >= 2 ? s0 + 1 : 0;
 #pragma unroll
                     for (int nt = 0; nt < MT; nt++) {
-                        mma16816<T>(acc[s0][j][nt], a0, bc[uu][nt].x, bc[uu][nt].y);
-                        mma16816<T>(acc[s1][j][nt], a1, bc[uu][nt].z, bc[uu][nt].w);
+                        fmlp_mma16816<T>(acc[s0][j][nt], a0, bc[uu][nt].x, bc[uu][nt].y);
+                        fmlp_mma16816<T>(acc[s1][j][nt], a1, bc[uu][nt].z, bc[uu][nt].w);
                     }
                 }
             }
@@ -582,8 +563,8 @@ static __device__ __forceinline__ void sm_unit_mma_staged(const sm_params& P, co
             for (int j = 0; j < NM; j++)
 #pragma unroll
                 for (int nt = 0; nt < MT; nt++) {
-                    mma16816<T>(acc[a][j][nt], a0[a][j], b[a][nt].x, b[a][nt].y);
-                    mma16816<T>(acc[a][j][nt], a1[a][j], b[a][nt].z, b[a][nt].w);
+                    fmlp_mma16816<T>(acc[a][j][nt], a0[a][j], b[a][nt].x, b[a][nt].y);
+                    fmlp_mma16816<T>(acc[a][j][nt], a1[a][j], b[a][nt].z, b[a][nt].w);
                 }
         }
     }
@@ -1126,11 +1107,8 @@ static size_t sm_align(size_t v, size_t a) { return (v + a - 1) / a * a; }
  * layer input (whole K: every block reads all of h, grid·M·K·es bytes) for fp32 adds
  * (S·M·N·4 bytes). FMLP_SM_SPLIT (dev knob): 0 = never split, n > 0 = n row groups. */
 static int sm_split_choice(int N, int K, int64_t M, int es, int grid, int* RG, int* Rg, int* KT) {
-    static int env = -2;
-    if (env == -2) {
-        const char* e = getenv("FMLP_SM_SPLIT");
-        env = e && *e ? atoi(e) : -1;
-    }
+    static int cache = -2;
+    const int env = fmlp_env_knob("FMLP_SM_SPLIT", &cache);
     /* default (env < 0): whole K. Measured (H100, NOTES.md "v3"): the fp32 atomics of the
      * split made every target shape slower (M=1: 17.5 vs 16.2 us, M=16: 22.8 vs 19.5, GeGLU
      * M=64: 43.1 vs 30.6), though it reads 8x fewer input bytes. */
@@ -1155,11 +1133,8 @@ static int sm_split_choice(int N, int K, int64_t M, int es, int grid, int* RG, i
 
 /* FMLP_SM_STAGE=0 (dev knob): never stage layer inputs in shared memory (v3 behaviour). */
 static int sm_stage_enabled(void) {
-    static int env = -2;
-    if (env == -2) {
-        const char* e = getenv("FMLP_SM_STAGE");
-        env = e && *e ? atoi(e) : -1;
-    }
+    static int cache = -2;
+    const int env = fmlp_env_knob("FMLP_SM_STAGE", &cache);
     return env != 0;
 }
 
@@ -1322,8 +1297,6 @@ extern "C" size_t fmlp_small_m_workspace_bytes(const fmlp_desc* d, fmlp_dtype dt
     return sm_check(d, dt, M, ctx, &pl) ? 0 : pl.total;
 }
 
-static int sm_aligned16(const void* p) { return ((uintptr_t)p & 15) == 0; }
-
 /* dev hook (dev/cuda/small_m harness): whether the last launch on this process used the lean kernel */
 static int g_sm_last_lean;
 extern "C" int fmlp_small_m_dev_last_lean(void) { return g_sm_last_lean; }
@@ -1333,11 +1306,8 @@ extern "C" int fmlp_small_m_dev_last_lean(void) { return g_sm_last_lean; }
  * every layer (each mbarrier is waited on), <= 448 bias rows per block and layer, 32-bit
  * tile arithmetic. FMLP_SM_LEAN=0 (dev knob): never. */
 static int sm_lean_fits(const sm_params* P, const sm_plan* pl, int es) {
-    static int env = -2;
-    if (env == -2) {
-        const char* e = getenv("FMLP_SM_LEAN");
-        env = e && *e ? atoi(e) : -1;
-    }
+    static int cache = -2;
+    const int env = fmlp_env_knob("FMLP_SM_LEAN", &cache);
     if (env == 0 || !P->bulk || es != 2) return 0;
     for (int i = 0; i < P->L; i++) {
         const sm_layer* Ly = &P->layer[i];
@@ -1411,26 +1381,18 @@ extern "C" int fmlp_forward_small_m_cuda(const fmlp_desc* d, fmlp_dtype dt, int6
         }
         Ly->in = i == 0 ? x : (const void*)(wsb + pl.off_h[i]);
         Ly->out = i == L - 1 ? out : (void*)(wsb + pl.off_h[i + 1]);
-        Ly->wvec = ((Ly->K * es) % 16 == 0) && sm_aligned16(Ly->w[0]) && (!g || sm_aligned16(Ly->w[1]));
-        Ly->hvec = ((Ly->K * es) % 16 == 0) && sm_aligned16(Ly->in);
+        Ly->wvec = ((Ly->K * es) % 16 == 0) && fmlp_aligned16(Ly->w[0]) && (!g || fmlp_aligned16(Ly->w[1]));
+        Ly->hvec = ((Ly->K * es) % 16 == 0) && fmlp_aligned16(Ly->in);
         Ly->stage_off = pl.stage_off[i];
         Ly->hstride = pl.hstride[i];
         all_wvec &= Ly->wvec;
     }
     /* bulk copies (TMA) need sm_90, 16-byte row segments, and every tile resident at once */
     static int env_bulk = -2;
-    if (env_bulk == -2) {
-        const char* e = getenv("FMLP_SM_BULK");
-        env_bulk = e && *e ? atoi(e) : -1;
-    }
-    P.bulk = ctx->cc_major >= 9 && pl.mode == 0 && all_wvec && env_bulk != 0;
+    P.bulk = ctx->cc_major >= 9 && pl.mode == 0 && all_wvec && fmlp_env_knob("FMLP_SM_BULK", &env_bulk) != 0;
     P.x = x;
     static int env_early = -2;
-    if (env_early == -2) {
-        const char* e = getenv("FMLP_SM_EARLY");
-        env_early = e && *e ? atoi(e) : -1;
-    }
-    P.early = env_early != 0;
+    P.early = fmlp_env_knob("FMLP_SM_EARLY", &env_early) != 0;
     /* staging needs the bulk path (layer 0's rows are bulk copies; the sm_80 cp.async
      * stream's commit groups would be mixed with the staging group) and 16-byte rows */
     for (int i = 0; i < L; i++)
