@@ -30,6 +30,22 @@ def check(x, weights, biases, acts, gated=False):
         assert rel_err(out, ref) <= 2 * rel_err(eager, ref) + eps(x.dtype) * scale, (rel_err(out, ref), rel_err(eager, ref))
 
 
+def backward_three_ways(x, weights, biases, acts, gated, dout):
+    """(fused, eager in x's dtype, float64) gradients of x, each weight and each bias, in that
+    order, for out.backward(dout) (the leaves' .grad end up holding eager's)."""
+    params = [x] + weights + biases
+    fused_mlp.fused_mlp(x, weights, biases, acts, gated=gated).backward(dout)
+    got = [t.grad for t in params]
+    for t in params:
+        t.grad = None
+    reference_mlp(x, weights, biases, acts, gated=gated, dtype=x.dtype).backward(dout)
+    eager = [t.grad for t in params]
+    up = [t.detach().double().requires_grad_() for t in params]
+    nw = len(weights)
+    reference_mlp(up[0], up[1:1 + nw], up[1 + nw:], acts, gated=gated).backward(dout.double())
+    return [(a, e, r.grad) for a, e, r in zip(got, eager, up)]
+
+
 @pytest.mark.parametrize("strategy", STRATEGIES)
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("m", [1, 3, 16, 37, 64])
@@ -104,18 +120,8 @@ def test_skinny_training_forward(monkeypatch, widths, gated, m):
     x = torch.randn(m, widths[0], dtype=dtype, device="cuda", requires_grad=True)
     assert fused_mlp.explain(x, weights, acts, gated=gated)["strategy"] == "skinny"
     dout = torch.randn(m, widths[-1], dtype=dtype, device="cuda")
-    fused_mlp.fused_mlp(x, weights, biases, acts, gated=gated).backward(dout)
-    params = [x] + weights + biases
-    got = [t.grad for t in params]
-    for t in params:
-        t.grad = None
-    reference_mlp(x, weights, biases, acts, gated=gated, dtype=dtype).backward(dout)
-    eager = [t.grad for t in params]
-    up = [t.detach().double().requires_grad_() for t in params]
-    nw = len(weights)
-    reference_mlp(up[0], up[1:1 + nw], up[1 + nw:], acts, gated=gated).backward(dout.double())
-    for a, e, r in zip(got, eager, up):
-        assert rel_err(a, r.grad) <= 2 * rel_err(e, r.grad) + 4 * eps(dtype), (rel_err(a, r.grad), rel_err(e, r.grad))
+    for a, e, r in backward_three_ways(x, weights, biases, acts, gated, dout):
+        assert rel_err(a, r) <= 2 * rel_err(e, r) + 4 * eps(dtype), (rel_err(a, r), rel_err(e, r))
 
 
 def test_skinny_in_a_cuda_graph_and_on_a_side_stream(monkeypatch):
@@ -215,18 +221,9 @@ def test_one_row_weight_gradients(dtype, widths, gated):
     weights, biases, acts = random_mlp(widths, gated=gated, dtype=dtype, device="cuda", requires_grad=True)
     x = torch.randn(1, widths[0], dtype=dtype, device="cuda", requires_grad=True)
     dout = torch.randn(1, widths[-1], dtype=dtype, device="cuda")
-    fused_mlp.fused_mlp(x, weights, biases, acts, gated=gated).backward(dout)
-    got = [t.grad for t in weights]
-    for t in weights:
-        t.grad = None
-    reference_mlp(x, weights, biases, acts, gated=gated, dtype=dtype).backward(dout)  # eager, same dtype
-    eager = [t.grad for t in weights]
-    up = [t.detach().double().requires_grad_() for t in [x] + weights + biases]
-    nw = len(weights)
-    reference_mlp(up[0], up[1:1 + nw], up[1 + nw:], acts, gated=gated).backward(dout.double())
-    for a, e, r in zip(got, eager, up[1:1 + nw]):
+    for a, e, r in backward_three_ways(x, weights, biases, acts, gated, dout)[1:1 + len(weights)]:
         assert not torch.isnan(a).any()
-        assert rel_err(a, r.grad) <= 2 * rel_err(e, r.grad) + 4 * eps(dtype), (rel_err(a, r.grad), rel_err(e, r.grad))
+        assert rel_err(a, r) <= 2 * rel_err(e, r) + 4 * eps(dtype), (rel_err(a, r), rel_err(e, r))
 
 
 def test_forcing_a_strategy_is_visible_in_explain(monkeypatch):
