@@ -20,7 +20,8 @@
  *                          block's shared memory, any M (widths <= 256; fmlp_narrow.cu)
  *   FMLP_STRATEGY_SKINNY   one tensor-core launch per layer with bias/activation/gating fused,
  *                          layers overlapped by programmatic dependent launch (M <= 64, 16-bit;
- *                          fmlp_skinny.cu)
+ *                          fmlp_skinny.cu; 16 < M <= 64 on sm_90: TMA-staged tiles, K split
+ *                          over a cluster, fmlp_skinny_tile.cu)
  */
 #ifndef FMLP_CUDA_H
 #define FMLP_CUDA_H

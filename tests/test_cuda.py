@@ -88,22 +88,25 @@ def test_small_m_at_transformer_widths(poison, monkeypatch, dtype, widths, gated
 
 SKINNY_SHAPES = [([768, 3072, 768], True), ([1024, 4096, 1024], False), ([4096, 1024], False),
                  ([1536, 2560, 896], True), ([17, 33, 5], False), ([1000, 17, 3, 1000], False),
-                 ([40, 24, 16, 24, 8, 24, 8], False), ([72, 200, 136, 24], True)]
+                 ([40, 24, 16, 24, 8, 24, 8], False), ([72, 200, 136, 24], True), ([8192, 96], False)]
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
 @pytest.mark.parametrize("widths,gated", SKINNY_SHAPES)
-@pytest.mark.parametrize("m", [0, 1, 7, 16, 37, 64])
+@pytest.mark.parametrize("m", [0, 1, 7, 16, 24, 37, 48, 64])
 def test_skinny_kernel(poison, monkeypatch, dtype, widths, gated, m):
     """One tensor-core launch per layer at M <= 64: transformer widths (K split across blocks,
     PDL between layers), widths that are not multiples of 8 (element loads), deep stacks, gated
-    first layers, and x one element off 16-byte alignment on every other M."""
+    first layers, and x one element off 16-byte alignment at M = 1, 16 and 48. On sm_90 at
+    M > 16 the layers with 16-byte rows run the staged tile kernel (K split over a cluster):
+    every layer at M = 24, 37 and 64; at M = 48 the misaligned first layer runs the register
+    kernel and the later ones the tile kernel."""
     monkeypatch.setenv("FUSED_MLP_STRATEGY", "skinny")
     layers = len(widths) - 1
     acts = (["gelu_tanh"] + ["silu", "relu", "leaky_relu"] * 3)[:layers - 1] + ["identity"]
     weights, biases, acts = random_mlp(widths, acts, gated=gated, bias=m % 2 == 1, dtype=dtype, device="cuda")
     base = torch.randn(m * widths[0] + 1, dtype=dtype, device="cuda")
-    x = (base[1:] if m in (1, 16, 64) else base[:-1]).view(m, widths[0])
+    x = (base[1:] if m in (1, 16, 48) else base[:-1]).view(m, widths[0])
     assert fused_mlp.explain(x, weights, acts, gated=gated)["strategy"] == "skinny"
     check(x, weights, biases, acts, gated)
 
@@ -259,6 +262,16 @@ def test_dispatcher_choices_are_inspectable(monkeypatch):
     assert long["strategy"] == "gemm" and "training forward" in long["why"], long
     assert large["strategy"] == "gemm" and large["why"]
     assert bwd["strategy"] == "gemm"
+    # GeGLU at 16 < M <= 64: the skinny tile kernel on sm_90 (measured faster than cuBLAS),
+    # inference only; plain layers at M = 64 stay on cuBLAS (mid above)
+    gw = [torch.empty(3072, 768, device="cuda", dtype=torch.bfloat16) for _ in range(2)]
+    gw.append(torch.empty(768, 3072, device="cuda", dtype=torch.bfloat16))
+    x64 = torch.empty(64, 768, device="cuda", dtype=torch.bfloat16)
+    geglu = fused_mlp.explain(x64, gw, "gelu_tanh", gated=True)
+    hopper = torch.cuda.get_device_capability()[0] >= 9
+    assert (geglu["strategy"] == "skinny") == hopper and ("gated first layer" in geglu["why"]) == hopper, geglu
+    gtrain = fused_mlp.explain(x64, [t.clone().requires_grad_() for t in gw], "gelu_tanh", gated=True)
+    assert gtrain["strategy"] == "gemm", gtrain
 
 
 def test_small_batch_under_graph_capture_matches_the_loop():

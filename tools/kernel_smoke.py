@@ -13,7 +13,8 @@ from mlp_reference import random_mlp  # noqa: E402
 for strategy in ("gemm", "small_m", "narrow", "skinny"):
     os.environ["FUSED_MLP_STRATEGY"] = strategy
     for dtype in (torch.float32, torch.bfloat16, torch.float16):
-        for widths, gated, m in (([17, 33, 5], False, 3), ([64, 136, 64], True, 16), ([72, 8, 24, 72], False, 64)):
+        for widths, gated, m in (([17, 33, 5], False, 3), ([64, 136, 64], True, 16), ([72, 8, 24, 72], False, 64),
+                                 ([200, 136, 64], True, 40)):
             weights, biases, acts = random_mlp(widths, gated=gated, dtype=dtype, device="cuda", requires_grad=True)
             x = torch.randn(m, widths[0], dtype=dtype, device="cuda", requires_grad=True)
             fused_mlp.fused_mlp(x, weights, biases, "gelu", gated=gated).float().square().sum().backward()

@@ -21,11 +21,11 @@
 // stores), act applied to that rounded z in float32, h rounded once.
 //
 // Measured (NOTES.md "CUDA skinny kernel"): fastest in GPU time at M <= 16 with <= 2 layers;
-// at 32-64 tokens slower than cuBLAS (each warp waits out its load batches in turn), so the
-// dispatcher sends it M <= 16 only. Any M <= 64 is correct (FUSED_MLP_STRATEGY=skinny).
-#include "fmlp_cuda_common.cuh"
-#include "../fmlp_activation.h"
-#include "../fmlp_cuda.h"
+// at 32-64 tokens slower than cuBLAS (each warp waits out its load batches in turn). There, on
+// sm_90, every layer with 16-byte rows runs the staged tile kernel instead
+// (fmlp_skinny_tile.cu), which the dispatcher takes for gated first layers. Any M <= 64 is
+// correct (FUSED_MLP_STRATEGY=skinny).
+#include "fmlp_skinny.cuh"
 #include <stdlib.h>
 #include <string.h>
 
@@ -34,20 +34,6 @@
 #define SK_MAX_M 64
 #define SK_RED_STRIDE (SK_ROWS + 4) // conflict-free stores of the accumulator fragments
 
-struct sk_layer {
-    const void* x;     // (M, K) input
-    const void* w[2];  // (N, K) weights; gated: gate, up
-    const void* b[2];  // (N,) biases or NULL
-    void* z[2];        // (M, N) saved pre-activations, or NULL
-    void* h;           // (M, N) output
-    float* part;       // S > 1: (S, M, PW) float32 partial sums, PW = N (plain) or 2N (gated)
-    unsigned* cnt;     // S > 1: one arrival counter per column block, zero on entry
-    unsigned* zero;    // counters this launch resets for later layers (the first layer only)
-    int nzero;
-    int M, N, K, KS, S, act;
-    float slope;
-    int prefetch;      // launched as a PDL dependent with 16-byte weight rows: prefetch them into L2
-};
 
 // 8 consecutive elements row[k..k+7], 0 where !ok or at / past kend. VEC (K % 8 == 0, 16-byte
 // aligned rows): one 16-byte load under a predicate, straight-line code, so a batch of them is
@@ -82,22 +68,6 @@ static __device__ __forceinline__ uint4 sk_load8(const T* row, int k, int kend, 
         r.w = e[6] | ((unsigned)e[7] << 16);
     }
     return r;
-}
-
-// Saved z, activation (and gate product) for output (token, column n) from the float32 sums
-// with bias g (plain: the layer's z; gated: the gate) and u (gated: the up projection).
-template <typename T, bool GATED>
-static __device__ __forceinline__ void sk_finish(const sk_layer& L, int tok, int n, float g, float u) {
-    const size_t o = (size_t)tok * L.N + n;
-    const T gr = fmlp_from_f32<T>(g);
-    if (L.z[0]) ((T*)L.z[0])[o] = gr;
-    float v = fmlp_act(L.act, fmlp_to_f32(gr), L.slope);
-    if (GATED) {
-        const T ur = fmlp_from_f32<T>(u);
-        if (L.z[1]) ((T*)L.z[1])[o] = ur;
-        v *= fmlp_to_f32(ur);
-    }
-    ((T*)L.h)[o] = fmlp_from_f32<T>(v);
 }
 
 // NT: 8-token MMA columns (M <= 8 NT); WARPS: warps per block; U: K steps loaded per batch;
@@ -396,6 +366,12 @@ static int sk_pdl_env(void) {
     return fmlp_env_knob("FMLP_SK_PDL", &env) != 0;
 }
 
+// FMLP_SK_TILE=0 (dev knob): the register kernel at every M, to compare the two.
+static int sk_tile_env(void) {
+    static int env = -2;
+    return fmlp_env_knob("FMLP_SK_TILE", &env) != 0;
+}
+
 extern "C" int fmlp_forward_skinny_cuda(const fmlp_desc* d, fmlp_dtype dt, int64_t M, const void* x,
                                         const fmlp_params* p, void* out, void* const* saved, void* ws,
                                         const fmlp_cuda_ctx* ctx, fmlp_status* st) {
@@ -411,6 +387,9 @@ extern "C" int fmlp_forward_skinny_cuda(const fmlp_desc* d, fmlp_dtype dt, int64
     const int NT = sk_nt(M);
     const size_t smem = sk_red_bytes(NT);
     const int pdl = ctx->cc_major >= 9 && sk_pdl_env();
+    // 16 < M <= 64 on sm_90: the staged tile kernel for every layer with 16-byte rows
+    const int tile = ctx->cc_major >= 9 && M > 16 && sk_tile_env();
+    const int optin = tile ? fmlp_optin_smem(ctx->device) : 0;
     cudaStream_t stream = (cudaStream_t)ctx->stream;
     const int L = d->n_layers;
     if (pl.S[0] > 1) {
@@ -455,6 +434,18 @@ extern "C" int fmlp_forward_skinny_cuda(const fmlp_desc* d, fmlp_dtype dt, int64
         const int vec = wvec && fmlp_aligned16(in);
         Ly.prefetch = pdl && i > 0 && wvec;
 
+        int tS, tKS;
+        size_t tsmem;
+        if (tile && vec && sk_tile_plan(gated, (int)M, Ly.N, Ly.K, ctx->sm_count, optin, &tS, &tKS, &tsmem)) {
+            Ly.S = tS;
+            Ly.KS = tKS;
+            cudaError_t e = sk_tile_launch(Ly, dt, gated, tsmem, pdl && i > 0, stream);
+            if (e != cudaSuccess)
+                return fmlp_fail(st, FMLP_ERR_BACKEND, "skinny forward: layer %d (staged tile kernel) launch failed: %s",
+                                 i, cudaGetErrorString(e));
+            in = Ly.h;
+            continue;
+        }
         const void* fn = sk_kernel_ptr(dt, NT, gated, vec);
         cudaLaunchConfig_t cfg;
         memset(&cfg, 0, sizeof cfg);

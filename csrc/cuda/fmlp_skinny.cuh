@@ -1,0 +1,47 @@
+// fmlp_skinny.cuh — what the skinny forward's two layer kernels share: the per-layer
+// launch parameters, the epilogue of one output, and the staged kernel's host interface.
+//   fmlp_skinny.cu       register kernel (any M <= 64, any alignment, sm_80+) and the host plan
+//   fmlp_skinny_tile.cu  staged tile kernel (16 < M <= 64, 16-byte rows, sm_90: clusters)
+#pragma once
+#include "fmlp_cuda_common.cuh"
+#include "../fmlp_activation.h"
+#include "../fmlp_cuda.h"
+
+struct sk_layer {
+    const void* x;     // (M, K) input
+    const void* w[2];  // (N, K) weights; gated: gate, up
+    const void* b[2];  // (N,) biases or NULL
+    void* z[2];        // (M, N) saved pre-activations, or NULL
+    void* h;           // (M, N) output
+    float* part;       // S > 1: (S, M, PW) float32 partial sums, PW = N (plain) or 2N (gated)
+    unsigned* cnt;     // S > 1: one arrival counter per column block, zero on entry
+    unsigned* zero;    // counters this launch resets for later layers (the first layer only)
+    int nzero;
+    int M, N, K, KS, S, act;
+    float slope;
+    int prefetch;      // launched as a PDL dependent with 16-byte weight rows: prefetch them into L2
+};
+
+// Saved z, activation (and gate product) for output (token, column n) from the float32 sums
+// with bias g (plain: the layer's z; gated: the gate) and u (gated: the up projection).
+template <typename T, bool GATED>
+static __device__ __forceinline__ void sk_finish(const sk_layer& L, int tok, int n, float g, float u) {
+    const size_t o = (size_t)tok * L.N + n;
+    const T gr = fmlp_from_f32<T>(g);
+    if (L.z[0]) ((T*)L.z[0])[o] = gr;
+    float v = fmlp_act(L.act, fmlp_to_f32(gr), L.slope);
+    if (GATED) {
+        const T ur = fmlp_from_f32<T>(u);
+        if (L.z[1]) ((T*)L.z[1])[o] = ur;
+        v *= fmlp_to_f32(ur);
+    }
+    ((T*)L.h)[o] = fmlp_from_f32<T>(v);
+}
+
+// The staged tile kernel for one layer (fmlp_skinny_tile.cu). sk_tile_plan: 1 if it takes the
+// layer (sm_90, 16 < M <= 64, K % 8 == 0 and 16-byte aligned x and weights are the caller's
+// checks), filling the layer's K slices (*S blocks per column, a cluster; *KS elements each)
+// and dynamic shared memory; 0 if the layer needs more than 8 slices. sk_tile_launch launches
+// it with L.S / L.KS from the plan; pdl: as a programmatic dependent of the previous launch.
+int sk_tile_plan(int gated, int M, int N, int K, int sm_count, int optin_smem, int* S, int* KS, size_t* smem);
+cudaError_t sk_tile_launch(const sk_layer& L, fmlp_dtype dt, int gated, size_t smem, int pdl, cudaStream_t stream);

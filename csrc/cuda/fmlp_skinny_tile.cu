@@ -1,0 +1,344 @@
+// fmlp_skinny_tile.cu — the skinny forward's staged layer kernel for 16 < M <= 64 tokens on
+// sm_90: the whole K slice of a block in shared memory at once, K split reduced inside a
+// thread-block cluster.
+//
+// Why (NOTES.md "CUDA skinny kernel"): at 32-64 tokens the register kernel (fmlp_skinny.cu)
+// holds one batch of fragments per warp and waits out a load latency per batch, and every
+// 32-row block re-reads the tokens (x is 2/3 of its traffic). Here block (cb, s) owns 64 weight
+// rows (plain: 64 output columns; gated: 32 gate rows and the same 32 up rows) and all MT
+// tokens over K slice s, and puts every byte of that slice in flight at entry: TMA tiles of
+// 64 k x the block's rows (128-byte swizzle, zero fill past every edge), one chunk of 64 k per
+// mbarrier. The weight tiles are issued before griddepcontrol.wait (they depend on no earlier
+// layer), x's after. Warps start on chunk c as soon as it landed: 4 warps per K parity (even /
+// odd 16-wide steps), each a 32-row x MT/2-token tile, ldmatrix from the swizzled rows
+// (conflict-free), mma.sync m16n8k16 with float32 accumulators. The two parities meet in
+// shared memory; with S > 1 slices the S blocks of a column form a cluster (1, S, 1), and
+// block s sums 1/S of the tile over every block's shared memory (distributed shared memory,
+// in slice order: deterministic), then adds the bias, stores z (training) and h = act(z)
+// (gated: act(zg)·zu) through the shared epilogue sk_finish.
+#include "fmlp_skinny.cuh"
+#include <cuda.h>
+#include <cudaTypedefs.h>
+#include <string.h>
+
+#define ST_ROWS 64        // weight rows per block
+#define ST_CK 64          // K elements per chunk: one 128-byte line per row
+#define ST_MAX_CHUNKS 16  // mbarriers per block: the K slice is at most 1024 elements
+#define ST_MAX_S 8        // K slices = cluster size (portable limit)
+#define ST_THREADS 256
+#define ST_RED_STRIDE (ST_ROWS + 4) // float32 tile [token][row], conflict-free fragment stores
+
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+// Byte offset of 16-byte unit q (0..7) of row r in a chunk: 128-byte rows, the units XOR-ed
+// with r & 7, so eight rows' unit q sit in eight different bank groups.
+static __device__ __forceinline__ uint32_t st_off(int r, int q) { return (uint32_t)(r * 128 + ((q ^ (r & 7)) << 4)); }
+
+// Tile (k0..k0+63, rows r0..) of the tensor map into shared memory at dst, completing on bar.
+static __device__ __forceinline__ void st_tma(uint32_t dst, const CUtensorMap* map, int k0, int r0, uint32_t bar) {
+    asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];"
+                 ::"r"(dst), "l"(reinterpret_cast<uint64_t>(map)), "r"(k0), "r"(r0), "r"(bar) : "memory");
+}
+static __device__ __forceinline__ void st_expect(uint32_t bar, unsigned bytes) {
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(bar), "r"(bytes) : "memory");
+}
+static __device__ __forceinline__ void st_wait0(uint32_t bar) {
+    uint32_t done = 0;
+    while (!done)
+        asm volatile("{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], 0;\n selp.u32 %0, 1, 0, p;\n}"
+                     : "=r"(done) : "r"(bar) : "memory");
+}
+static __device__ __forceinline__ void st_ldsm4(uint32_t* r, uint32_t a) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a));
+}
+static __device__ __forceinline__ void st_cluster_sync() {
+    asm volatile("barrier.cluster.arrive.release.aligned;\n barrier.cluster.wait.acquire.aligned;" ::: "memory");
+}
+// float at shared address a of cluster block `rank`
+static __device__ __forceinline__ float st_ld_remote(uint32_t a, int rank) {
+    uint32_t ra;
+    float v;
+    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(ra) : "r"(a), "r"(rank));
+    asm volatile("ld.shared::cluster.f32 %0, [%1];" : "=f"(v) : "r"(ra) : "memory");
+    return v;
+}
+#endif
+
+// The TMA descriptors of a layer: the weights (gated: gate, up; box 64 k x the block's rows of
+// each) and x (box 64 k x MT tokens), 128-byte swizzle, zero fill past every edge.
+struct st_maps {
+    CUtensorMap w[2];
+    CUtensorMap x;
+};
+
+// MT: tokens held (32 or 64, M <= MT).
+template <typename T, int MT, bool GATED>
+__global__ void __launch_bounds__(ST_THREADS, 1) st_kernel(const __grid_constant__ sk_layer L,
+                                                            const __grid_constant__ st_maps TM) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    // [chunk][ST_ROWS + MT rows][128 B] from a 1024-byte aligned base (the swizzle's period),
+    // later the float32 tile
+    extern __shared__ unsigned char st_raw[];
+    __shared__ __align__(8) uint64_t st_bar[ST_MAX_CHUNKS];
+    constexpr int CB = (ST_ROWS + MT) * 128;                 // bytes per chunk
+    constexpr int cols = GATED ? ST_ROWS / 2 : ST_ROWS;       // output columns per block
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+    const int cb = blockIdx.x, s = blockIdx.y;
+    const int n0 = cb * cols;
+    const int k0 = s * L.KS, k1 = min(L.K, k0 + L.KS);
+    const int nch = (k1 - k0 + ST_CK - 1) / ST_CK;
+    const uint32_t raw = (uint32_t)__cvta_generic_to_shared(st_raw);
+    const uint32_t buf = (raw + 1023u) & ~1023u;
+    unsigned char* st_buf = st_raw + (buf - raw);
+    const uint32_t bar0 = (uint32_t)__cvta_generic_to_shared(st_bar);
+
+    // Chunk c's mbarrier completes when both copy threads arrived and all its bytes landed.
+    if (tid < nch)
+        asm volatile("mbarrier.init.shared::cta.b64 [%0], 2;" ::"r"(bar0 + 8 * tid) : "memory");
+    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+    __syncthreads();
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+
+    // Copies (TMA): thread 0 the weight tiles of every chunk, before the wait for the previous
+    // layer (they depend on none); thread 128 x's tiles, after it. (Spreading the issue over
+    // eight warps measured slower: NOTES "v6".)
+    if (tid == 0) {
+        for (int c = 0; c < nch; c++) {
+            const uint32_t bar = bar0 + 8 * c, dst = buf + c * CB;
+            st_expect(bar, ST_ROWS * 128);
+            st_tma(dst, &TM.w[0], k0 + ST_CK * c, n0, bar);
+            if (GATED) st_tma(dst + cols * 128, &TM.w[1], k0 + ST_CK * c, n0, bar);
+        }
+    }
+    // The previous layer's output (our x) and the counters we reset are valid only after this;
+    // it also orders our stores of h after the previous layer's reads of that buffer.
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+    if (cb == 0 && s == 0)
+        for (int i = tid; i < L.nzero; i += ST_THREADS) L.zero[i] = 0;
+    if (tid == 128) {
+        for (int c = 0; c < nch; c++) {
+            const uint32_t bar = bar0 + 8 * c;
+            st_expect(bar, MT * 128);
+            st_tma(buf + c * CB + ST_ROWS * 128, &TM.x, k0 + ST_CK * c, 0, bar);
+        }
+    }
+
+    // Warp w: K parity kg (16-wide steps 2j + kg of each chunk), row group rg, token half tg.
+    // Its A tiles: plain rows 32 rg + 16 t; gated gate rows 16 rg (t = 0) and the same up rows
+    // 32 + 16 rg (t = 1), so one thread holds gate and up of the same outputs.
+    constexpr int NTW = MT / 16; // 8-token MMA tiles per warp
+    const int kg = warp >> 2, rg = warp & 1, tg = (warp >> 1) & 1;
+    const int arow = (GATED ? 16 : 32) * rg + (lane & 15);
+    constexpr int TSTEP_ROWS = GATED ? 32 : 16;
+    const int aunit = lane >> 4;
+    const int btok = tg * (MT / 2) + (lane & 7) + ((lane >> 4) << 3), bunit = (lane >> 3) & 1;
+    float acc[2][NTW][4];
+#pragma unroll
+    for (int t = 0; t < 2; t++)
+#pragma unroll
+        for (int j = 0; j < NTW; j++)
+#pragma unroll
+            for (int q = 0; q < 4; q++) acc[t][j][q] = 0.f;
+    for (int c = 0; c < nch; c++) {
+        st_wait0(bar0 + 8 * c);
+        const uint32_t base = buf + c * CB;
+#pragma unroll
+        for (int h2 = 0; h2 < 2; h2++) {
+            const int ks = 2 * h2 + kg; // 16-wide step of the chunk: units 2 ks, 2 ks + 1
+            uint32_t a[2][4], b[NTW / 2][4];
+#pragma unroll
+            for (int t = 0; t < 2; t++) st_ldsm4(a[t], base + st_off(arow + TSTEP_ROWS * t, 2 * ks + aunit));
+#pragma unroll
+            for (int jj = 0; jj < NTW / 2; jj++) st_ldsm4(b[jj], base + st_off(ST_ROWS + btok + 16 * jj, 2 * ks + bunit));
+#pragma unroll
+            for (int t = 0; t < 2; t++)
+#pragma unroll
+                for (int j = 0; j < NTW; j++)
+                    fmlp_mma16816<T>(acc[t][j], a[t], b[j >> 1][2 * (j & 1)], b[j >> 1][2 * (j & 1) + 1]);
+        }
+    }
+
+    // The two K parities meet in the float32 tile [token][row] (over the chunks: all read).
+    float* red = reinterpret_cast<float*>(st_buf);
+    __syncthreads();
+#pragma unroll
+    for (int pass = 1; pass >= 0; pass--) {
+        if (kg == pass) {
+#pragma unroll
+            for (int t = 0; t < 2; t++)
+#pragma unroll
+                for (int j = 0; j < NTW; j++)
+#pragma unroll
+                    for (int q = 0; q < 4; q++) {
+                        const int row = (GATED ? 16 : 32) * rg + TSTEP_ROWS * t + (lane >> 2) + 8 * (q >> 1);
+                        const int tok = tg * (MT / 2) + 8 * j + 2 * (lane & 3) + (q & 1);
+                        float* p = red + tok * ST_RED_STRIDE + row;
+                        *p = pass ? acc[t][j][q] : *p + acc[t][j][q];
+                    }
+        }
+        __syncthreads();
+    }
+
+    // Epilogue: block s finishes outputs e = tok·cols + c in its share [e0, e1) of M·cols,
+    // summing the S blocks' tiles in slice order.
+    const int S = L.S;
+    if (S > 1) st_cluster_sync(); // every block's tile is complete and visible in the cluster
+    const int total = L.M * cols, share = (total + S - 1) / S;
+    const int e0 = s * share, e1 = min(total, e0 + share);
+    const uint32_t red_a = (uint32_t)__cvta_generic_to_shared(red);
+    for (int e = e0 + tid; e < e1; e += ST_THREADS) {
+        const int tok = e / cols, c = e - tok * cols, n = n0 + c;
+        if (n >= L.N) continue;
+        float g = 0.f, u = 0.f;
+        if (S == 1) {
+            g = red[tok * ST_RED_STRIDE + c];
+            if (GATED) u = red[tok * ST_RED_STRIDE + cols + c];
+        } else {
+            const uint32_t ag = red_a + 4u * (uint32_t)(tok * ST_RED_STRIDE + c);
+            float vg[ST_MAX_S], vu[ST_MAX_S];
+#pragma unroll
+            for (int r = 0; r < ST_MAX_S; r++) {
+                vg[r] = r < S ? st_ld_remote(ag, r) : 0.f;
+                vu[r] = GATED && r < S ? st_ld_remote(ag + 4u * cols, r) : 0.f;
+            }
+#pragma unroll
+            for (int r = 0; r < ST_MAX_S; r++) {
+                g += vg[r];
+                u += vu[r];
+            }
+        }
+        const float bg = L.b[0] ? fmlp_to_f32(((const T*)L.b[0])[n]) : 0.f;
+        const float bu = GATED && L.b[1] ? fmlp_to_f32(((const T*)L.b[1])[n]) : 0.f;
+        sk_finish<T, GATED>(L, tok, n, g + bg, u + bu);
+    }
+    if (S > 1) st_cluster_sync(); // no block leaves while another still reads its tile
+#else
+    (void)L;
+    (void)TM;
+    __trap(); // the host launches this kernel on sm_90 only
+#endif
+}
+
+/* ========================================================================== */
+/* Host side                                                                  */
+/* ========================================================================== */
+
+static int st_mt(int M) { return M <= 32 ? 32 : 64; }
+
+static size_t st_chunk_bytes(int MT) { return (size_t)(ST_ROWS + MT) * 128; }
+
+// cuTensorMapEncodeTiled from the driver (no link against libcuda), NULL if unavailable.
+static PFN_cuTensorMapEncodeTiled_v12000 st_encoder(void) {
+    static PFN_cuTensorMapEncodeTiled_v12000 fn = NULL;
+    static int tried = 0;
+    if (!tried) {
+        cudaDriverEntryPointQueryResult q;
+        void* p = NULL;
+        if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &p, 12000, cudaEnableDefault, &q) == cudaSuccess &&
+            q == cudaDriverEntryPointSuccess)
+            fn = (PFN_cuTensorMapEncodeTiled_v12000)p;
+        tried = 1;
+    }
+    return fn;
+}
+
+// A (rows, K) row-major 16-bit matrix as TMA tiles of 64 k x box_rows rows.
+static int st_map(CUtensorMap* m, const void* base, int rows, int K, int box_rows, fmlp_dtype dt) {
+    const cuuint64_t dims[2] = {(cuuint64_t)K, (cuuint64_t)rows};
+    const cuuint64_t strides[1] = {(cuuint64_t)K * 2};
+    const cuuint32_t box[2] = {ST_CK, (cuuint32_t)box_rows};
+    const cuuint32_t es[2] = {1, 1};
+    return st_encoder()(m, dt == FMLP_BF16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16, 2,
+                        const_cast<void*>(base), dims, strides, box, es, CU_TENSOR_MAP_INTERLEAVE_NONE,
+                        CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                        CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+}
+
+// FMLP_ST_S (dev knob): force the number of K slices where the layer allows it.
+static int st_force_s(void) {
+    static int env = -2;
+    return fmlp_env_knob("FMLP_ST_S", &env);
+}
+
+int sk_tile_plan(int gated, int M, int N, int K, int sm_count, int optin_smem, int* S_out, int* KS_out,
+                 size_t* smem_out) {
+    if (M > 64 || K < 1 || N < 1 || !st_encoder()) return 0;
+    const int MT = st_mt(M);
+    const int cols = gated ? ST_ROWS / 2 : ST_ROWS;
+    const int nb = (N + cols - 1) / cols;
+    const size_t cb = st_chunk_bytes(MT);
+    const int budget = optin_smem - 2048; // static shared memory (the mbarriers), base alignment
+    int maxch = budget > 0 ? (int)((size_t)budget / cb) : 0;
+    if (maxch > ST_MAX_CHUNKS) maxch = ST_MAX_CHUNKS;
+    if (maxch < 1) return 0;
+    const int chunks = (K + ST_CK - 1) / ST_CK;
+    const int smin = (chunks + maxch - 1) / maxch;
+    if (smin > ST_MAX_S) return 0;
+    int S = sm_count / nb;
+    if (S > ST_MAX_S) S = ST_MAX_S;
+    if (st_force_s() > 0) S = st_force_s();
+    if (S < smin) S = smin;
+    if (S > chunks) S = chunks;
+    if (S > ST_MAX_S) S = ST_MAX_S;
+    const int cps = (chunks + S - 1) / S; // chunks per slice
+    S = (chunks + cps - 1) / cps;
+    const size_t red = (size_t)MT * ST_RED_STRIDE * sizeof(float);
+    size_t smem = (size_t)cps * cb;
+    if (smem < red) smem = red;
+    smem += 1024; // the base rounded up to the swizzle period
+    *S_out = S;
+    *KS_out = cps * ST_CK;
+    *smem_out = smem;
+    return 1;
+}
+
+template <typename T>
+static const void* st_fn(int MT, int gated) {
+    if (MT == 32) return gated ? (const void*)st_kernel<T, 32, true> : (const void*)st_kernel<T, 32, false>;
+    return gated ? (const void*)st_kernel<T, 64, true> : (const void*)st_kernel<T, 64, false>;
+}
+
+cudaError_t sk_tile_launch(const sk_layer& L, fmlp_dtype dt, int gated, size_t smem, int pdl, cudaStream_t stream) {
+    const int MT = st_mt(L.M);
+    const void* fn = dt == FMLP_BF16 ? st_fn<__nv_bfloat16>(MT, gated) : st_fn<__half>(MT, gated);
+    // The opt-in shared memory size, raised once per kernel (the call costs host time).
+    static const void* raised_fn[8];
+    static size_t raised_to[8];
+    const int slot = (dt == FMLP_BF16) * 4 + (MT == 64) * 2 + (gated != 0);
+    if (raised_fn[slot] != fn || raised_to[slot] < smem) {
+        cudaError_t e = cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+        if (e != cudaSuccess) return e;
+        raised_fn[slot] = fn;
+        raised_to[slot] = smem;
+    }
+    const int cols = gated ? ST_ROWS / 2 : ST_ROWS;
+    st_maps tm;
+    memset(&tm, 0, sizeof tm);
+    if (!st_map(&tm.w[0], L.w[0], L.N, L.K, cols, dt) || (gated && !st_map(&tm.w[1], L.w[1], L.N, L.K, cols, dt)) ||
+        !st_map(&tm.x, L.x, L.M, L.K, MT, dt))
+        return cudaErrorInvalidValue;
+    cudaLaunchConfig_t cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.gridDim = dim3((unsigned)((L.N + cols - 1) / cols), (unsigned)L.S);
+    cfg.blockDim = dim3(ST_THREADS);
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = stream;
+    cudaLaunchAttribute attr[2];
+    int na = 0;
+    if (L.S > 1) {
+        attr[na].id = cudaLaunchAttributeClusterDimension;
+        attr[na].val.clusterDim.x = 1;
+        attr[na].val.clusterDim.y = (unsigned)L.S;
+        attr[na].val.clusterDim.z = 1;
+        na++;
+    }
+    if (pdl) {
+        attr[na].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        attr[na].val.programmaticStreamSerializationAllowed = 1;
+        na++;
+    }
+    cfg.attrs = attr;
+    cfg.numAttrs = (unsigned)na;
+    void* args[] = {(void*)&L, (void*)&tm};
+    return cudaLaunchKernelExC(&cfg, fn, args);
+}
