@@ -49,9 +49,12 @@ static int fmlp_narrow_wins(const fmlp_desc* d, fmlp_dtype dt, int64_t M) {
     return wmax <= 64 ? M <= 1024 : wmax <= 128 ? M <= 128 : 0;
 }
 
-/* Where the skinny kernel measured fastest (the table in fmlp_cuda_plan). */
-static int skinny_wins(const fmlp_desc* d, fmlp_dtype dt, int64_t M) {
-    if (dt == FMLP_F32 || M > 16 || d->n_layers > 2) return 0;
+/* Where the skinny kernel measured fastest (the tables in fmlp_cuda_plan): M <= 16 (its
+ * register kernel), and 16 < M <= 64 for a gated first layer on sm_90, inference (its staged
+ * tile kernel). */
+static int skinny_wins(const fmlp_desc* d, fmlp_dtype dt, int64_t M, int save, const fmlp_cuda_ctx* ctx) {
+    if (dt == FMLP_F32 || M > 64 || d->n_layers > 2) return 0;
+    if (M > 16 && (ctx->cc_major < 9 || !d->gated || save)) return 0;
     double bytes = 0;
     for (int k = 0; k < fmlp_n_weights(d); k++) {
         int64_t out, in;
@@ -134,16 +137,29 @@ int fmlp_cuda_plan(const fmlp_desc* d, fmlp_dtype dt, int64_t M, int save, int b
      * is the bottleneck, the single launch costs less host time than two launches: 1024-4096-1024
      * M=1 loop 17.2 (small_m) / 19.2 (skinny) / 53.7 (gemm) / 52.1 (eager) µs per call, M=16
      * 16.4 / 18.4 / 51.3 / 50.2 (python bench/gpu_sweep.py --skip-sweep, session 8). So: outside
-     * capture, inference, the single launch where it applies; else the skinny kernel. */
+     * capture, inference, the single launch where it applies; else the skinny kernel.
+     * At 16 < M <= 64 on sm_90 the skinny strategy runs its staged tile kernel (TMA, K split over
+     * a cluster; fmlp_skinny_tile.cu). Session 9, graph replay µs, eager / gemm / small_m / skinny
+     * (python dev/diag/skinny_sweep.py --models geglu-768-3072 mlp-1024-4096-gelu_tanh --ms 17 32 48 64):
+     *   GeGLU 768/3072  M=17: 17.4 / 16.9 / 15.4 / 13.8   M=32: 17.9 / 16.6 / 22.2 / 13.2
+     *                   M=48: 17.7 / 17.4 / 31.7 / 15.5   M=64: 18.3 / 17.1 / 33.6 / 14.9
+     *   1024-4096-1024  M=17: 13.3 / 13.8 / 15.2 / 13.6   M=32: 13.9 / 14.2 / 22.3 / 14.0
+     *                   M=48: 15.4 / 15.7 / 30.8 / 20.4   M=64: 15.2 / 15.5 / 33.6 / 20.4
+     * so for a gated first layer only (plain layers: level at M <= 32, slower above), inference
+     * only (not measured in training). A first layer whose x is not 16-byte aligned (unknown
+     * here) runs the register kernel instead, slower than cuBLAS at M = 64 (21.5 vs 17.4). */
     const int small_fits = small_ok && !save && dt != FMLP_F32 && d->n_layers <= 2;
     if (small_fits && M <= 16 && !ctx->capturing) {
         *why = "M <= 16, 16-bit, <= 2 layers, inference, not in CUDA-graph capture: one launch for all layers "
                "(measured: the least host time per call, GPU time level with the skinny kernel)";
         return FMLP_STRATEGY_SMALL_M;
     }
-    if (skinny_wins(d, dt, M) && fmlp_skinny_supported(d, dt, M, ctx, NULL)) {
-        *why = "M <= 16, 16-bit, <= 2 layers, weights <= 32 MB, in CUDA-graph capture or a training forward: one "
-               "tensor-core launch per layer, weight streams overlapped (PDL); measured the least GPU time";
+    if (skinny_wins(d, dt, M, save, ctx) && fmlp_skinny_supported(d, dt, M, ctx, NULL)) {
+        *why = M > 16 ? "16 < M <= 64, 16-bit, gated first layer, <= 2 layers, weights <= 32 MB, sm_90, inference: "
+                        "one staged tensor-core launch per layer (TMA, K split over a cluster, PDL); measured the "
+                        "least GPU time"
+                      : "M <= 16, 16-bit, <= 2 layers, weights <= 32 MB, in CUDA-graph capture or a training forward: "
+                        "one tensor-core launch per layer, weight streams overlapped (PDL); measured the least GPU time";
         return FMLP_STRATEGY_SKINNY;
     }
     if (small_fits && M == 1) {
