@@ -44,12 +44,24 @@ def per_call_us(cases, calls, rounds):
     return {name: statistics.median(v) for name, v in runs.items()}
 
 
+def no_grad_step(model):
+    """As bench/gpu_sweep.py's loop times a step: torch.no_grad() entered per call."""
+    def step():
+        with torch.no_grad():
+            model(x_of[model])
+    return step
+
+
+x_of = {}
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--m", type=int, default=1)
     p.add_argument("--calls", type=int, default=1000)
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--profile", action="store_true")
+    p.add_argument("--after-graph", action="store_true", help="loop again after capturing graphs (as gpu_sweep)")
     a = p.parse_args()
     torch.manual_seed(0)
     dt, dev = torch.bfloat16, "cuda"
@@ -60,6 +72,7 @@ def main():
     w = [seq[0].weight, seq[2].weight]
     b = [seq[0].bias, seq[2].bias]
     small = torch.randn(a.m, 1024, device=dev, dtype=dt)
+    x_of[seq] = x_of[fused] = x
 
     def op_direct():
         with _below_autograd():
@@ -79,6 +92,8 @@ def main():
         "torch.empty x2": lambda: (torch.empty(a.m, 1024, device=dev, dtype=dt),
                                    torch.empty(4096 * a.m + 64, device=dev, dtype=dt)),
         "is_current_stream_capturing": torch.cuda.is_current_stream_capturing,
+        "eager, no_grad per call": no_grad_step(seq),
+        "FusedMLP, no_grad per call": no_grad_step(fused),
     }
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}; 1024-4096-1024 gelu_tanh bf16, M = {a.m}; "
           f"us per call, cases in turn, median of {a.rounds} rounds of {a.calls}")
@@ -88,6 +103,27 @@ def main():
     for name, us in res.items():
         print(f"  {name:32s} {us:8.2f}")
     print(f"eager / FusedMLP: {res['eager nn.Sequential'] / res['FusedMLP (auto)']:.2f}x")
+    if a.after_graph:
+        # As bench/gpu_sweep.py's targets do: capture and replay graphs of both first, then loop.
+        for model in (seq, fused):
+            g = torch.cuda.CUDAGraph()
+            s = torch.cuda.Stream()
+            s.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(s), torch.no_grad():
+                for _ in range(3):
+                    model(x)
+            torch.cuda.current_stream().wait_stream(s)
+            with torch.no_grad(), torch.cuda.graph(g):
+                model(x)
+            for _ in range(10):
+                g.replay()
+        torch.cuda.synchronize()
+        with torch.no_grad():
+            res2 = per_call_us({k: cases[k] for k in ("eager nn.Sequential", "FusedMLP (auto)")}, a.calls, a.rounds)
+        res2.update(per_call_us({k: cases[k] for k in ("eager, no_grad per call", "FusedMLP, no_grad per call")},
+                                a.calls, a.rounds))
+        for name, us in res2.items():
+            print(f"  after graph capture: {name:32s} {us:8.2f}")
 
     if a.profile:
         from torch.profiler import ProfilerActivity, profile
