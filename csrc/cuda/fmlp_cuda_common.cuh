@@ -53,6 +53,17 @@ static inline int fmlp_optin_smem(int device) {
     return optin[device];
 }
 
+// Lets kernel fn use `bytes` of dynamic shared memory on `device` (the current device). The
+// attribute is per device and costs host time to set, so it is raised only past what
+// allowed[device] (the caller's per-device record for fn, zero-initialised) says it already is.
+static inline cudaError_t fmlp_allow_smem(const void* fn, size_t bytes, int device, size_t* allowed) {
+    const int known = device >= 0 && device < FMLP_CUDA_MAX_DEV;
+    if (bytes <= 48 * 1024 || (known && allowed[device] >= bytes)) return cudaSuccess;
+    cudaError_t e = cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes);
+    if (e == cudaSuccess && known) allowed[device] = bytes;
+    return e;
+}
+
 // 1 if p is 16-byte aligned (NULL counts as aligned): the vector paths' precondition.
 static inline int fmlp_aligned16(const void* p) { return ((uintptr_t)p & 15) == 0; }
 

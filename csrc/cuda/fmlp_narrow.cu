@@ -298,12 +298,8 @@ extern "C" int fmlp_narrow_supported(const fmlp_desc* d, fmlp_dtype dt, int64_t 
 template <typename T, int TM>
 static int nw_launch(const nw_params& P, const nw_plan& pl, int grid, int dev, cudaStream_t s, fmlp_status* st) {
     static size_t allowed[FMLP_CUDA_MAX_DEV]; /* dynamic shared memory already allowed, per device */
-    if (pl.smem > 48 * 1024 && pl.smem > allowed[dev]) {
-        const void* k = (const void*)fmlp_narrow_kernel<T, TM>;
-        cudaError_t e = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)pl.smem);
-        if (e != cudaSuccess) return fmlp_cuda_check(e, st, "narrow: cudaFuncSetAttribute");
-        allowed[dev] = pl.smem;
-    }
+    cudaError_t e = fmlp_allow_smem((const void*)fmlp_narrow_kernel<T, TM>, pl.smem, dev, allowed);
+    if (e != cudaSuccess) return fmlp_cuda_check(e, st, "narrow: cudaFuncSetAttribute");
     fmlp_narrow_kernel<T, TM><<<grid, NW_THREADS, pl.smem, s>>>(P);
     return fmlp_cuda_check(cudaGetLastError(), st, "narrow: kernel launch");
 }

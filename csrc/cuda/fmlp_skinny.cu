@@ -232,8 +232,8 @@ __global__ void __launch_bounds__(WARPS * 32, 2) sk_kernel(const __grid_constant
         }
     }
     if (!live) return;
-    const float bg = L.b[0] ? fmlp_to_f32(((const T*)L.b[0])[n]) : 0.f;
-    const float bu = GATED && L.b[1] ? fmlp_to_f32(((const T*)L.b[1])[n]) : 0.f;
+    const float bg = sk_bias<T>(L, 0, n);
+    const float bu = GATED ? sk_bias<T>(L, 1, n) : 0.f;
 #pragma unroll
     for (int i = 0; i < EPT; i++) {
         const int tok = tok0 + TSTEP * i;
@@ -439,7 +439,7 @@ extern "C" int fmlp_forward_skinny_cuda(const fmlp_desc* d, fmlp_dtype dt, int64
         if (tile && vec && sk_tile_plan(gated, (int)M, Ly.N, Ly.K, ctx->sm_count, optin, &tS, &tKS, &tsmem)) {
             Ly.S = tS;
             Ly.KS = tKS;
-            cudaError_t e = sk_tile_launch(Ly, dt, gated, tsmem, pdl && i > 0, stream);
+            cudaError_t e = sk_tile_launch(Ly, dt, gated, tsmem, pdl && i > 0, ctx->device, stream);
             if (e != cudaSuccess)
                 return fmlp_fail(st, FMLP_ERR_BACKEND, "skinny forward: layer %d (staged tile kernel) launch failed: %s",
                                  i, cudaGetErrorString(e));

@@ -22,6 +22,12 @@ struct sk_layer {
     int prefetch;      // launched as a PDL dependent with 16-byte weight rows: prefetch them into L2
 };
 
+// Bias k (0: plain / gate, 1: up) of output column n as float32, 0 when the layer has none.
+template <typename T>
+static __device__ __forceinline__ float sk_bias(const sk_layer& L, int k, int n) {
+    return L.b[k] ? fmlp_to_f32(((const T*)L.b[k])[n]) : 0.f;
+}
+
 // Saved z, activation (and gate product) for output (token, column n) from the float32 sums
 // with bias g (plain: the layer's z; gated: the gate) and u (gated: the up projection).
 template <typename T, bool GATED>
@@ -42,6 +48,8 @@ static __device__ __forceinline__ void sk_finish(const sk_layer& L, int tok, int
 // layer (sm_90, 16 < M <= 64, K % 8 == 0 and 16-byte aligned x and weights are the caller's
 // checks), filling the layer's K slices (*S blocks per column, a cluster; *KS elements each)
 // and dynamic shared memory; 0 if the layer needs more than 8 slices. sk_tile_launch launches
-// it with L.S / L.KS from the plan; pdl: as a programmatic dependent of the previous launch.
+// it with L.S / L.KS from the plan on `device` (current); pdl: as a programmatic dependent of
+// the previous launch.
 int sk_tile_plan(int gated, int M, int N, int K, int sm_count, int optin_smem, int* S, int* KS, size_t* smem);
-cudaError_t sk_tile_launch(const sk_layer& L, fmlp_dtype dt, int gated, size_t smem, int pdl, cudaStream_t stream);
+cudaError_t sk_tile_launch(const sk_layer& L, fmlp_dtype dt, int gated, size_t smem, int pdl, int device,
+                           cudaStream_t stream);

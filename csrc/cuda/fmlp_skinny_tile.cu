@@ -207,9 +207,7 @@ __global__ void __launch_bounds__(ST_THREADS, 1) st_kernel(const __grid_constant
                 u += vu[r];
             }
         }
-        const float bg = L.b[0] ? fmlp_to_f32(((const T*)L.b[0])[n]) : 0.f;
-        const float bu = GATED && L.b[1] ? fmlp_to_f32(((const T*)L.b[1])[n]) : 0.f;
-        sk_finish<T, GATED>(L, tok, n, g + bg, u + bu);
+        sk_finish<T, GATED>(L, tok, n, g + sk_bias<T>(L, 0, n), u + (GATED ? sk_bias<T>(L, 1, n) : 0.f));
     }
     if (S > 1) st_cluster_sync(); // no block leaves while another still reads its tile
 #else
@@ -298,19 +296,14 @@ static const void* st_fn(int MT, int gated) {
     return gated ? (const void*)st_kernel<T, 64, true> : (const void*)st_kernel<T, 64, false>;
 }
 
-cudaError_t sk_tile_launch(const sk_layer& L, fmlp_dtype dt, int gated, size_t smem, int pdl, cudaStream_t stream) {
+cudaError_t sk_tile_launch(const sk_layer& L, fmlp_dtype dt, int gated, size_t smem, int pdl, int device,
+                           cudaStream_t stream) {
     const int MT = st_mt(L.M);
     const void* fn = dt == FMLP_BF16 ? st_fn<__nv_bfloat16>(MT, gated) : st_fn<__half>(MT, gated);
-    // The opt-in shared memory size, raised once per kernel (the call costs host time).
-    static const void* raised_fn[8];
-    static size_t raised_to[8];
+    static size_t allowed[8][FMLP_CUDA_MAX_DEV]; // per kernel instance and device
     const int slot = (dt == FMLP_BF16) * 4 + (MT == 64) * 2 + (gated != 0);
-    if (raised_fn[slot] != fn || raised_to[slot] < smem) {
-        cudaError_t e = cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
-        if (e != cudaSuccess) return e;
-        raised_fn[slot] = fn;
-        raised_to[slot] = smem;
-    }
+    cudaError_t e = fmlp_allow_smem(fn, smem, device, allowed[slot]);
+    if (e != cudaSuccess) return e;
     const int cols = gated ? ST_ROWS / 2 : ST_ROWS;
     st_maps tm;
     memset(&tm, 0, sizeof tm);
