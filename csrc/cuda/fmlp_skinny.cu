@@ -234,11 +234,17 @@ __global__ void __launch_bounds__(WARPS * 32, 2) sk_kernel(const __grid_constant
     if (!live) return;
     const float bg = sk_bias<T>(L, 0, n);
     const float bu = GATED ? sk_bias<T>(L, 1, n) : 0.f;
+    unsigned off[EPT];
+    bool ok[EPT];
 #pragma unroll
     for (int i = 0; i < EPT; i++) {
         const int tok = tok0 + TSTEP * i;
-        if (tok < L.M) sk_finish<T, GATED>(L, tok, n, g[i] + bg, u[i] + bu);
+        off[i] = (unsigned)tok * (unsigned)L.N + (unsigned)n;
+        ok[i] = tok < L.M;
+        g[i] += bg;
+        u[i] += bu;
     }
+    sk_finish_n<T, GATED, EPT>(L, off, ok, g, u);
 }
 
 /* ========================================================================== */

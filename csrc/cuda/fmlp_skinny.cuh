@@ -28,20 +28,57 @@ static __device__ __forceinline__ float sk_bias(const sk_layer& L, int k, int n)
     return L.b[k] ? fmlp_to_f32(((const T*)L.b[k])[n]) : 0.f;
 }
 
-// Saved z, activation (and gate product) for output (token, column n) from the float32 sums
-// with bias g (plain: the layer's z; gated: the gate) and u (gated: the up projection).
-template <typename T, bool GATED>
-static __device__ __forceinline__ void sk_finish(const sk_layer& L, int tok, int n, float g, float u) {
-    const size_t o = (size_t)tok * L.N + n;
-    const T gr = fmlp_from_f32<T>(g);
-    if (L.z[0]) ((T*)L.z[0])[o] = gr;
-    float v = fmlp_act(L.act, fmlp_to_f32(gr), L.slope);
-    if (GATED) {
-        const T ur = fmlp_from_f32<T>(u);
-        if (L.z[1]) ((T*)L.z[1])[o] = ur;
-        v *= fmlp_to_f32(ur);
+// act applied to NV values behind one branch on act: a switch per value put every value's
+// dependency chain behind its own indirect branch, so none overlapped (NOTES "v7").
+template <int NV>
+static __device__ __forceinline__ void sk_act_n(int act, float slope, float* v) {
+#define SK_ACT_CASE(A)                                                    \
+    case A:                                                               \
+        _Pragma("unroll") for (int i = 0; i < NV; i++) v[i] = fmlp_act(A, v[i], slope); \
+        break;
+    switch (act) {
+        SK_ACT_CASE(FMLP_ACT_RELU)
+        SK_ACT_CASE(FMLP_ACT_GELU)
+        SK_ACT_CASE(FMLP_ACT_GELU_TANH)
+        SK_ACT_CASE(FMLP_ACT_SILU)
+        SK_ACT_CASE(FMLP_ACT_TANH)
+        SK_ACT_CASE(FMLP_ACT_SIGMOID)
+        SK_ACT_CASE(FMLP_ACT_LEAKY_RELU)
+    default: break; // identity
     }
-    ((T*)L.h)[o] = fmlp_from_f32<T>(v);
+#undef SK_ACT_CASE
+}
+
+// The epilogue of NV outputs at element offsets o[i] = token·N + n (those with ok[i]) from the
+// float32 sums with bias g (plain: the layer's z; gated: the gate) and u (gated: the up
+// projection): saved z, activation (and gate product), h. Numerics as eager: z rounded once to
+// the dtype, act applied to that rounded z in float32, h rounded once.
+template <typename T, bool GATED, int NV>
+static __device__ __forceinline__ void sk_finish_n(const sk_layer& L, const unsigned* o, const bool* ok, const float* g,
+                                                   const float* u) {
+    T gr[NV];
+    float v[NV];
+#pragma unroll
+    for (int i = 0; i < NV; i++) {
+        gr[i] = fmlp_from_f32<T>(g[i]);
+        v[i] = fmlp_to_f32(gr[i]);
+    }
+    if (L.z[0])
+#pragma unroll
+        for (int i = 0; i < NV; i++)
+            if (ok[i]) ((T*)L.z[0])[o[i]] = gr[i];
+    sk_act_n<NV>(L.act, L.slope, v);
+    if (GATED) {
+#pragma unroll
+        for (int i = 0; i < NV; i++) {
+            const T ur = fmlp_from_f32<T>(u[i]);
+            if (L.z[1] && ok[i]) ((T*)L.z[1])[o[i]] = ur;
+            v[i] *= fmlp_to_f32(ur);
+        }
+    }
+#pragma unroll
+    for (int i = 0; i < NV; i++)
+        if (ok[i]) ((T*)L.h)[o[i]] = fmlp_from_f32<T>(v[i]);
 }
 
 // The staged tile kernel for one layer (fmlp_skinny_tile.cu). sk_tile_plan: 1 if it takes the

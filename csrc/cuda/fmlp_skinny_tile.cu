@@ -12,10 +12,11 @@
 // layer), x's after. Warps start on chunk c as soon as it landed: 4 warps per K parity (even /
 // odd 16-wide steps), each a 32-row x MT/2-token tile, ldmatrix from the swizzled rows
 // (conflict-free), mma.sync m16n8k16 with float32 accumulators. The two parities meet in
-// shared memory; with S > 1 slices the S blocks of a column form a cluster (1, S, 1), and
-// block s sums 1/S of the tile over every block's shared memory (distributed shared memory,
-// in slice order: deterministic), then adds the bias, stores z (training) and h = act(z)
-// (gated: act(zg)·zu) through the shared epilogue sk_finish.
+// registers (each finishes half the tokens, one 16-byte exchange per thread); with one K
+// slice every thread then finishes its outputs from registers; with S > 1 slices the S blocks
+// of a column form a cluster (1, S, 1), and block s sums 1/S of the tile over every block's
+// shared memory (distributed shared memory, in slice order: deterministic). The epilogue
+// (sk_finish_n) adds the bias, stores z (training) and h = act(z) (gated: act(zg)·zu).
 #include "fmlp_skinny.cuh"
 #include <cuda.h>
 #include <cudaTypedefs.h>
@@ -26,7 +27,8 @@
 #define ST_MAX_CHUNKS 16  // mbarriers per block: the K slice is at most 1024 elements
 #define ST_MAX_S 8        // K slices = cluster size (portable limit)
 #define ST_THREADS 256
-#define ST_RED_STRIDE (ST_ROWS + 4) // float32 tile [token][row], conflict-free fragment stores
+#define ST_XCH_BYTES (ST_THREADS * 64) // the parity exchange: 4 x 16 bytes per thread (MT = 64)
+#define ST_RED_STRIDE (ST_ROWS + 4) // K split: float32 tile [token][row], conflict-free fragment stores
 
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
 // Byte offset of 16-byte unit q (0..7) of row r in a chunk: 128-byte rows, the units XOR-ed
@@ -54,12 +56,13 @@ static __device__ __forceinline__ void st_ldsm4(uint32_t* r, uint32_t a) {
 static __device__ __forceinline__ void st_cluster_sync() {
     asm volatile("barrier.cluster.arrive.release.aligned;\n barrier.cluster.wait.acquire.aligned;" ::: "memory");
 }
-// float at shared address a of cluster block `rank`
-static __device__ __forceinline__ float st_ld_remote(uint32_t a, int rank) {
+// 16 bytes at shared address a (16-byte aligned) of cluster block `rank`
+static __device__ __forceinline__ float4 st_ld_remote4(uint32_t a, int rank) {
     uint32_t ra;
-    float v;
+    float4 v;
     asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(ra) : "r"(a), "r"(rank));
-    asm volatile("ld.shared::cluster.f32 %0, [%1];" : "=f"(v) : "r"(ra) : "memory");
+    asm volatile("ld.shared::cluster.v4.f32 {%0, %1, %2, %3}, [%4];"
+                 : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w) : "r"(ra) : "memory");
     return v;
 }
 #endif
@@ -132,6 +135,19 @@ __global__ void __launch_bounds__(ST_THREADS, 1) st_kernel(const __grid_constant
     constexpr int TSTEP_ROWS = GATED ? 32 : 16;
     const int aunit = lane >> 4;
     const int btok = tg * (MT / 2) + (lane & 7) + ((lane >> 4) << 3), bunit = (lane >> 3) & 1;
+    // With one K slice the biases of this thread's output columns (rows rowbase + 16t + 8hh),
+    // loaded now so their latency hides under the copies.
+    const int rowbase = (GATED ? 16 : 32) * rg + (lane >> 2);
+    float bz[2][2], bup[2];
+#pragma unroll
+    for (int t = 0; t < 2; t++)
+#pragma unroll
+        for (int hh = 0; hh < 2; hh++) {
+            const int n = n0 + rowbase + (GATED ? 0 : 16 * t) + 8 * hh;
+            const bool ok = L.S == 1 && n < L.N;
+            bz[t][hh] = ok ? sk_bias<T>(L, 0, n) : 0.f;
+            if (t == 0) bup[hh] = GATED && ok ? sk_bias<T>(L, 1, n) : 0.f;
+        }
     float acc[2][NTW][4];
 #pragma unroll
     for (int t = 0; t < 2; t++)
@@ -158,58 +174,117 @@ __global__ void __launch_bounds__(ST_THREADS, 1) st_kernel(const __grid_constant
         }
     }
 
-    // The two K parities meet in the float32 tile [token][row] (over the chunks: all read).
-    float* red = reinterpret_cast<float*>(st_buf);
+    // Tail. The two K parities meet in registers: parity kg keeps token tiles [kg·NH, kg·NH + NH)
+    // of its accumulators and hands the other half to its partner warp (warp ^ 4: same rows and
+    // tokens, other parity) through shared memory, 16 bytes per lane and store (conflict-free).
+    // Every thread then holds whole sums for its tiles: with one K slice it finishes them from
+    // registers; with S slices it puts them in the block's float32 tile for the cluster's sum.
+    // (The old tail, a shared-memory pass per parity and an epilogue re-reading the tile with
+    // per-output index math, was ~900 instructions per warp at 8 warps per SM: NOTES "v7".)
+    constexpr int NH = NTW / 2;
+    const int own = kg * NH;
+    float mine[2][NH][4]; // (static indices only: a runtime index would put acc in local memory)
+    float4* xch = reinterpret_cast<float4*>(st_buf);
+    __syncthreads(); // every warp is done with the chunks: the tail reuses their shared memory
+#pragma unroll
+    for (int t = 0; t < 2; t++)
+#pragma unroll
+        for (int jj = 0; jj < NH; jj++) {
+            float g4[4];
+#pragma unroll
+            for (int q = 0; q < 4; q++) {
+                mine[t][jj][q] = kg ? acc[t][NH + jj][q] : acc[t][jj][q];
+                g4[q] = kg ? acc[t][jj][q] : acc[t][NH + jj][q];
+            }
+            xch[((warp * 2 + t) * NH + jj) * 32 + lane] = make_float4(g4[0], g4[1], g4[2], g4[3]);
+        }
     __syncthreads();
 #pragma unroll
-    for (int pass = 1; pass >= 0; pass--) {
-        if (kg == pass) {
+    for (int t = 0; t < 2; t++)
 #pragma unroll
-            for (int t = 0; t < 2; t++)
-#pragma unroll
-                for (int j = 0; j < NTW; j++)
-#pragma unroll
-                    for (int q = 0; q < 4; q++) {
-                        const int row = (GATED ? 16 : 32) * rg + TSTEP_ROWS * t + (lane >> 2) + 8 * (q >> 1);
-                        const int tok = tg * (MT / 2) + 8 * j + 2 * (lane & 3) + (q & 1);
-                        float* p = red + tok * ST_RED_STRIDE + row;
-                        *p = pass ? acc[t][j][q] : *p + acc[t][j][q];
-                    }
+        for (int jj = 0; jj < NH; jj++) {
+            const float4 v = xch[(((warp ^ 4) * 2 + t) * NH + jj) * 32 + lane];
+            mine[t][jj][0] += v.x;
+            mine[t][jj][1] += v.y;
+            mine[t][jj][2] += v.z;
+            mine[t][jj][3] += v.w;
         }
-        __syncthreads();
+    // This thread's outputs: token tile own + jj, fragment element q: token tok0 + 8jj + (q & 1);
+    // row (A tile t) rowbase + 16·(GATED ? 0 : t) + 8·(q >> 1), gated rows being gate (t = 0) /
+    // up (t = 1) of output column row.
+    const int tok0 = tg * (MT / 2) + 8 * own + 2 * (lane & 3);
+    const int S = L.S;
+    if (S == 1) {
+        constexpr int NO = (GATED ? 1 : 2) * 2 * NH * 2; // outputs of this thread
+        float gv[NO], uv[NO];
+        unsigned off[NO];
+        bool ok[NO];
+#pragma unroll
+        for (int t = 0; t < (GATED ? 1 : 2); t++)
+#pragma unroll
+            for (int hh = 0; hh < 2; hh++)
+#pragma unroll
+                for (int jj = 0; jj < NH; jj++)
+#pragma unroll
+                    for (int e = 0; e < 2; e++) {
+                        const int i = ((t * 2 + hh) * NH + jj) * 2 + e, q = 2 * hh + e;
+                        const int n = n0 + rowbase + (GATED ? 0 : 16 * t) + 8 * hh, tok = tok0 + 8 * jj + e;
+                        ok[i] = n < L.N && tok < L.M;
+                        off[i] = (unsigned)tok * (unsigned)L.N + (unsigned)n;
+                        gv[i] = mine[t][jj][q] + bz[t][hh];
+                        uv[i] = GATED ? mine[1][jj][q] + bup[hh] : 0.f;
+                    }
+        sk_finish_n<T, GATED, NO>(L, off, ok, gv, uv);
+        return;
     }
 
-    // Epilogue: block s finishes outputs e = tok·cols + c in its share [e0, e1) of M·cols,
-    // summing the S blocks' tiles in slice order.
-    const int S = L.S;
-    if (S > 1) st_cluster_sync(); // every block's tile is complete and visible in the cluster
-    const int total = L.M * cols, share = (total + S - 1) / S;
+    // K split: the merged sums into this block's tile [token][row]; block s of the cluster then
+    // finishes its share of the (token, 4-column group)s, summing the S tiles in slice order
+    // (deterministic) with 16-byte loads of distributed shared memory.
+    float* red = reinterpret_cast<float*>(st_buf + ST_XCH_BYTES);
+#pragma unroll
+    for (int t = 0; t < 2; t++)
+#pragma unroll
+        for (int jj = 0; jj < NH; jj++)
+#pragma unroll
+            for (int q = 0; q < 4; q++) {
+                const int row = rowbase + TSTEP_ROWS * t + 8 * (q >> 1);
+                red[(tok0 + 8 * jj + (q & 1)) * ST_RED_STRIDE + row] = mine[t][jj][q];
+            }
+    st_cluster_sync(); // every block's tile is complete and visible in the cluster
+    constexpr int CG = cols / 4;
+    const int total = L.M * CG, share = (total + S - 1) / S;
     const int e0 = s * share, e1 = min(total, e0 + share);
     const uint32_t red_a = (uint32_t)__cvta_generic_to_shared(red);
     for (int e = e0 + tid; e < e1; e += ST_THREADS) {
-        const int tok = e / cols, c = e - tok * cols, n = n0 + c;
-        if (n >= L.N) continue;
-        float g = 0.f, u = 0.f;
-        if (S == 1) {
-            g = red[tok * ST_RED_STRIDE + c];
-            if (GATED) u = red[tok * ST_RED_STRIDE + cols + c];
-        } else {
-            const uint32_t ag = red_a + 4u * (uint32_t)(tok * ST_RED_STRIDE + c);
-            float vg[ST_MAX_S], vu[ST_MAX_S];
+        const int tok = e / CG, c = 4 * (e - tok * CG);
+        const uint32_t ag = red_a + 4u * (uint32_t)(tok * ST_RED_STRIDE + c);
+        float4 vg[ST_MAX_S], vu[ST_MAX_S];
 #pragma unroll
-            for (int r = 0; r < ST_MAX_S; r++) {
-                vg[r] = r < S ? st_ld_remote(ag, r) : 0.f;
-                vu[r] = GATED && r < S ? st_ld_remote(ag + 4u * cols, r) : 0.f;
-            }
-#pragma unroll
-            for (int r = 0; r < ST_MAX_S; r++) {
-                g += vg[r];
-                u += vu[r];
-            }
+        for (int r = 0; r < ST_MAX_S; r++) {
+            vg[r] = r < S ? st_ld_remote4(ag, r) : make_float4(0.f, 0.f, 0.f, 0.f);
+            vu[r] = GATED && r < S ? st_ld_remote4(ag + 4u * cols, r) : make_float4(0.f, 0.f, 0.f, 0.f);
         }
-        sk_finish<T, GATED>(L, tok, n, g + sk_bias<T>(L, 0, n), u + (GATED ? sk_bias<T>(L, 1, n) : 0.f));
+        float4 g = vg[0], u = vu[0];
+#pragma unroll
+        for (int r = 1; r < ST_MAX_S; r++) {
+            g.x += vg[r].x, g.y += vg[r].y, g.z += vg[r].z, g.w += vg[r].w;
+            u.x += vu[r].x, u.y += vu[r].y, u.z += vu[r].z, u.w += vu[r].w;
+        }
+        float gs[4] = {g.x, g.y, g.z, g.w}, us[4] = {u.x, u.y, u.z, u.w};
+        unsigned off[4];
+        bool ok[4];
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            const int n = n0 + c + i;
+            ok[i] = n < L.N;
+            off[i] = (unsigned)tok * (unsigned)L.N + (unsigned)n;
+            gs[i] += ok[i] ? sk_bias<T>(L, 0, n) : 0.f;
+            if (GATED) us[i] += ok[i] ? sk_bias<T>(L, 1, n) : 0.f;
+        }
+        sk_finish_n<T, GATED, 4>(L, off, ok, gs, us);
     }
-    if (S > 1) st_cluster_sync(); // no block leaves while another still reads its tile
+    st_cluster_sync(); // no block leaves while another still reads its tile
 #else
     (void)L;
     (void)TM;
@@ -280,9 +355,10 @@ int sk_tile_plan(int gated, int M, int N, int K, int sm_count, int optin_smem, i
     if (S > ST_MAX_S) S = ST_MAX_S;
     const int cps = (chunks + S - 1) / S; // chunks per slice
     S = (chunks + cps - 1) / cps;
-    const size_t red = (size_t)MT * ST_RED_STRIDE * sizeof(float);
     size_t smem = (size_t)cps * cb;
-    if (smem < red) smem = red;
+    if (smem < ST_XCH_BYTES) smem = ST_XCH_BYTES;
+    if (S > 1 && smem < ST_XCH_BYTES + (size_t)MT * ST_RED_STRIDE * sizeof(float))
+        smem = ST_XCH_BYTES + (size_t)MT * ST_RED_STRIDE * sizeof(float);
     smem += 1024; // the base rounded up to the swizzle period
     *S_out = S;
     *KS_out = cps * ST_CK;
@@ -304,6 +380,7 @@ cudaError_t sk_tile_launch(const sk_layer& L, fmlp_dtype dt, int gated, size_t s
     const int slot = (dt == FMLP_BF16) * 4 + (MT == 64) * 2 + (gated != 0);
     cudaError_t e = fmlp_allow_smem(fn, smem, device, allowed[slot]);
     if (e != cudaSuccess) return e;
+
     const int cols = gated ? ST_ROWS / 2 : ST_ROWS;
     st_maps tm;
     memset(&tm, 0, sizeof tm);
