@@ -81,22 +81,18 @@ static inline int fmlp_env_knob(const char* name, int* cache) {
 // mma.sync fragment layout (a: 4 registers, b: 2).
 template <typename T>
 __device__ __forceinline__ void fmlp_mma16816(float* c, const uint32_t* a, uint32_t b0, uint32_t b1);
-template <>
-__device__ __forceinline__ void fmlp_mma16816<__nv_bfloat16>(float* c, const uint32_t* a, uint32_t b0, uint32_t b1) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-        "{%0,%1,%2,%3};"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-template <>
-__device__ __forceinline__ void fmlp_mma16816<__half>(float* c, const uint32_t* a, uint32_t b0, uint32_t b1) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-        "{%0,%1,%2,%3};"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
+// One specialisation per operand type; only the PTX type name differs.
+#define FMLP_MMA16816_SPEC(T, PTX_T)                                                                  \
+    template <>                                                                                       \
+    __device__ __forceinline__ void fmlp_mma16816<T>(float* c, const uint32_t* a, uint32_t b0, uint32_t b1) { \
+        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32." PTX_T "." PTX_T ".f32 {%0,%1,%2,%3}, "   \
+                     "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"                                           \
+                     : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])                                   \
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));                  \
+    }
+FMLP_MMA16816_SPEC(__nv_bfloat16, "bf16")
+FMLP_MMA16816_SPEC(__half, "f16")
+#undef FMLP_MMA16816_SPEC
 
 static inline int fmlp_cuda_check(cudaError_t e, fmlp_status* st, const char* what) {
     if (e == cudaSuccess) return FMLP_OK;

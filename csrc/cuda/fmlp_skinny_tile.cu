@@ -135,15 +135,17 @@ __global__ void __launch_bounds__(ST_THREADS, 1) st_kernel(const __grid_constant
     constexpr int TSTEP_ROWS = GATED ? 32 : 16;
     const int aunit = lane >> 4;
     const int btok = tg * (MT / 2) + (lane & 7) + ((lane >> 4) << 3), bunit = (lane >> 3) & 1;
-    // With one K slice the biases of this thread's output columns (rows rowbase + 16t + 8hh),
-    // loaded now so their latency hides under the copies.
+    // This thread's output column for A tile t, fragment half hh (plain: row rowbase + 16t + 8hh;
+    // gated: gate / up row rowbase + 8hh). With one K slice their biases are loaded now, so
+    // their latency hides under the copies.
     const int rowbase = (GATED ? 16 : 32) * rg + (lane >> 2);
+    auto out_col = [&](int t, int hh) { return n0 + rowbase + (GATED ? 0 : 16 * t) + 8 * hh; };
     float bz[2][2], bup[2];
 #pragma unroll
     for (int t = 0; t < 2; t++)
 #pragma unroll
         for (int hh = 0; hh < 2; hh++) {
-            const int n = n0 + rowbase + (GATED ? 0 : 16 * t) + 8 * hh;
+            const int n = out_col(t, hh);
             const bool ok = L.S == 1 && n < L.N;
             bz[t][hh] = ok ? sk_bias<T>(L, 0, n) : 0.f;
             if (t == 0) bup[hh] = GATED && ok ? sk_bias<T>(L, 1, n) : 0.f;
@@ -228,7 +230,7 @@ __global__ void __launch_bounds__(ST_THREADS, 1) st_kernel(const __grid_constant
 #pragma unroll
                     for (int e = 0; e < 2; e++) {
                         const int i = ((t * 2 + hh) * NH + jj) * 2 + e, q = 2 * hh + e;
-                        const int n = n0 + rowbase + (GATED ? 0 : 16 * t) + 8 * hh, tok = tok0 + 8 * jj + e;
+                        const int n = out_col(t, hh), tok = tok0 + 8 * jj + e;
                         ok[i] = n < L.N && tok < L.M;
                         off[i] = (unsigned)tok * (unsigned)L.N + (unsigned)n;
                         gv[i] = mine[t][jj][q] + bz[t][hh];
