@@ -2,7 +2,7 @@
 lose time? Graph-replay time of both (side by side, as the sweep measures), then the kernels
 each launches per step with their mean GPU time (torch.profiler, CUDA activity).
 
-    python dev/diag/step_kernels.py MODEL M [--train] [--dtype bfloat16] [--strategy skinny]
+    python dev/diag/step_kernels.py MODEL M [--train] [--dtype bfloat16] [--strategy skinny] [--graph]
     e.g.  python dev/diag/step_kernels.py mlp-1024-4096-gelu_tanh 64
           python dev/diag/step_kernels.py geglu-768-3072 16 --train
 MODEL: a key of bench/gpu_sweep.py's SPECS.
@@ -16,10 +16,15 @@ import torch  # noqa: E402
 
 import fused_mlp  # noqa: E402
 from fused_mlp.profiling import build_mlp, fused_version  # noqa: E402
-from gpu_sweep import SPECS, forced, make_step, side_by_side_us, warm_gpu  # noqa: E402
+from gpu_sweep import SPECS, capture_graph, forced, make_step, side_by_side_us, warm_gpu  # noqa: E402
 
 
-def kernels(step, n=20):
+def kernels(step, n=20, graph=False):
+    """The kernels of one step with their mean GPU time; graph: of the step's CUDA graph's replays
+    (as the sweep times it), else of plain calls."""
+    if graph:
+        g = capture_graph(step)
+        step = g.replay
     for _ in range(3):
         step()
     torch.cuda.synchronize()
@@ -41,6 +46,7 @@ def main():
     p.add_argument("--train", action="store_true")
     p.add_argument("--dtype", default="bfloat16")
     p.add_argument("--strategy", default="auto", help="FUSED_MLP_STRATEGY for the fused side")
+    p.add_argument("--graph", action="store_true", help="list the kernels of graph replays, not of plain calls")
     a = p.parse_args()
     dtype = getattr(torch, a.dtype)
     torch.manual_seed(0)
@@ -56,8 +62,8 @@ def main():
     t = side_by_side_us({"eager": make_step(eager, x, a.train), "fused": fused_step}, 30)
     print(f"  graph replay: eager {t['eager']:.2f} us, fused {t['fused']:.2f} us, eager/fused {t['eager'] / t['fused']:.3f}")
     for label, step in (("eager", make_step(eager, x, a.train)), ("fused", fused_step)):
-        print(f"  {label} kernels per step:")
-        kernels(step)
+        print(f"  {label} kernels per step{' (graph replay)' if a.graph else ''}:")
+        kernels(step, graph=a.graph)
 
 
 if __name__ == "__main__":
