@@ -437,7 +437,9 @@ EPI_RTOL = {torch.float32: 1e-5, torch.bfloat16: 2.0 ** -7, torch.float16: 2.0 *
 EPI_SLOPE = 0.1
 # (M, N): 16-byte path for every dtype at offset 0 ((7, 64), (5, 40), (33, 1000): several
 # blocks, the last one partial), float32 only ((257, 100)), never ((3, 13)).
-EPI_SHAPES = [(7, 64), (5, 40), (33, 1000), (257, 100), (3, 13), (1, 8)]
+# (1031, 520): more than 2^16 16-byte vectors, so the vector path's two-per-thread shape runs
+# too (smaller passes take one vector per thread: fmlp_epilogue.cu kSmallPassVec)
+EPI_SHAPES = [(7, 64), (5, 40), (33, 1000), (257, 100), (3, 13), (1, 8), (1031, 520)]
 
 
 def _at(t, offset):

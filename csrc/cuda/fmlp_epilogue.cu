@@ -22,6 +22,11 @@ namespace {
 constexpr int kThreads = 128;     // torch's elementwise block size
 constexpr int kUnrollVec = 2;     // 16-byte vectors per thread on the vector path
 constexpr int kUnrollScalar = 4;  // elements per thread on the scalar path
+// Vector passes of at most this many vectors put one vector in each thread instead: they are
+// latency-bound, and twice the blocks keep twice the loads in flight from the start
+// (1024-4096-1024 bf16 M = 64: gelu_tanh over 64 x 4096 took 1.78 us at two vectors per
+// thread, torch's gelu 1.54; NOTES "Session 11"). FMLP_EW_SMALL (dev knob) overrides it.
+constexpr int64_t kSmallPassVec = 1 << 16;
 
 // V consecutive elements of T held as float32 (V = 1: the scalar path).
 template <typename T, int V> struct Chunk {
@@ -274,8 +279,12 @@ template <int V, int U> struct Shape {
 // Returns 0, or -1 when the grid would exceed CUDA's limit (over 2^38 elements).
 template <typename T, typename F> int launch_ew(int64_t rows, int64_t cols, bool aligned, F&& launch) {
     constexpr int V = fmlp_vec<T>::N;
+    static int env_small = -2;
+    const int64_t small_max = fmlp_env_knob("FMLP_EW_SMALL", &env_small) >= 0 ? env_small : kSmallPassVec;
     const bool vec = aligned && cols % V == 0;
-    const int w = vec ? V : 1, u = vec ? kUnrollVec : kUnrollScalar;
+    const int w = vec ? V : 1;
+    const bool small = vec && rows * cols / w <= small_max;
+    const int u = small ? 1 : vec ? kUnrollVec : kUnrollScalar;
     Geom g;
     g.nvec = rows * cols / w;
     g.rowvec = cols / w;
@@ -283,7 +292,9 @@ template <typename T, typename F> int launch_ew(int64_t rows, int64_t cols, bool
     int64_t blocks = (g.nvec + (int64_t)u * kThreads - 1) / ((int64_t)u * kThreads);
     if (blocks > INT32_MAX) return -1;
     g.blocks = (unsigned)blocks;
-    if (vec)
+    if (small)
+        launch(Shape<V, 1>{}, g);
+    else if (vec)
         launch(Shape<V, kUnrollVec>{}, g);
     else
         launch(Shape<1, kUnrollScalar>{}, g);
