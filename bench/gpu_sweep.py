@@ -85,17 +85,19 @@ def graph_time_us(step, replays):
     return None if g is None else replay_time_us(g, replays)
 
 
-def side_by_side_us(steps, replays, rounds=5):
-    """{label: µs} for several steps measured in turn, `rounds` times over (A B C A B C ...),
-    each the median of its rounds: clock and thermal drift over a long sweep then lands on
-    every variant alike instead of on whichever ran last (session 4: a 0.94x row at M = 8192
-    measured level when eager and fused were re-timed back to back)."""
+def side_by_side_us(steps, replays, rounds=6):
+    """{label: µs} for several steps measured in turn, `rounds` times over, each the median of
+    its rounds: clock and thermal drift over a long sweep then lands on every variant alike
+    instead of on whichever ran last (session 4: a 0.94x row at M = 8192 measured level when
+    eager and fused were re-timed back to back). The order rotates each round (A B C, B C A,
+    C A B, ...), so no variant always runs first or right after the same other one (session 11:
+    the M = 8192 row measured 0.94x in the sweep and level side by side, same kernels)."""
     graphs = {label: capture_graph(step) for label, step in steps.items()}
     times = {label: [] for label in steps}
-    for _ in range(rounds):
-        for label, g in graphs.items():
-            if g is not None:
-                times[label].append(replay_time_us(g, max(3, replays // rounds)))
+    order = [label for label, g in graphs.items() if g is not None]
+    for r in range(rounds):
+        for label in order[r % len(order):] + order[:r % len(order)] if order else []:
+            times[label].append(replay_time_us(graphs[label], max(3, replays // rounds)))
     return {label: statistics.median(t) if t else None for label, t in times.items()}
 
 
