@@ -403,6 +403,7 @@ extern "C" int fmlp_forward_skinny_cuda(const fmlp_desc* d, fmlp_dtype dt, int64
         if (e != cudaSuccess) return fmlp_cuda_check(e, st, "skinny forward: counter reset");
     }
     const void* in = x;
+    size_t prev_smem = 0; /* the previous layer's dynamic shared memory per block */
     for (int i = 0; i < L; i++) {
         const int gated = d->gated && i == 0;
         const int k0 = i == 0 ? 0 : i + d->gated; /* weight index of layer i (plain / gate) */
@@ -445,7 +446,8 @@ extern "C" int fmlp_forward_skinny_cuda(const fmlp_desc* d, fmlp_dtype dt, int64
         if (tile && vec && sk_tile_plan(gated, (int)M, Ly.N, Ly.K, ctx->sm_count, optin, &tS, &tKS, &tsmem)) {
             Ly.S = tS;
             Ly.KS = tKS;
-            cudaError_t e = sk_tile_launch(Ly, dt, gated, tsmem, pdl && i > 0, ctx->device, stream);
+            cudaError_t e = sk_tile_launch(Ly, dt, gated, tsmem, pdl && i > 0, prev_smem, ctx->device, ctx->sm_count,
+                                           stream, &prev_smem);
             if (e != cudaSuccess)
                 return fmlp_fail(st, FMLP_ERR_BACKEND, "skinny forward: layer %d (staged tile kernel) launch failed: %s",
                                  i, cudaGetErrorString(e));
@@ -465,6 +467,7 @@ extern "C" int fmlp_forward_skinny_cuda(const fmlp_desc* d, fmlp_dtype dt, int64
         cfg.attrs = attr;
         cfg.numAttrs = (pdl && i > 0) ? 1 : 0;
         void* args[] = {&Ly};
+        prev_smem = smem;
         cudaError_t e = cudaLaunchKernelExC(&cfg, fn, args);
         if (e != cudaSuccess)
             return fmlp_fail(st, FMLP_ERR_BACKEND, "skinny forward: layer %d launch failed: %s", i, cudaGetErrorString(e));

@@ -85,8 +85,10 @@ static __device__ __forceinline__ void sk_finish_n(const sk_layer& L, const unsi
 // layer (sm_90, 16 < M <= 64, K % 8 == 0 and 16-byte aligned x and weights are the caller's
 // checks), filling the layer's K slices (*S blocks per column, a cluster; *KS elements each)
 // and dynamic shared memory; 0 if the layer needs more than 8 slices. sk_tile_launch launches
-// it with L.S / L.KS from the plan on `device` (current); pdl: as a programmatic dependent of
-// the previous launch.
+// it with L.S / L.KS from the plan on `device` (current, sm_count multiprocessors); pdl: as a
+// programmatic dependent of the previous launch, whose blocks had prev_smem bytes of dynamic
+// shared memory (its blocks are then kept one per multiprocessor where they could not share
+// one with the earlier layer's); *smem_used: the dynamic shared memory it launched with.
 int sk_tile_plan(int gated, int M, int N, int K, int sm_count, int optin_smem, int* S, int* KS, size_t* smem);
-cudaError_t sk_tile_launch(const sk_layer& L, fmlp_dtype dt, int gated, size_t smem, int pdl, int device,
-                           cudaStream_t stream);
+cudaError_t sk_tile_launch(const sk_layer& L, fmlp_dtype dt, int gated, size_t smem, int pdl, size_t prev_smem,
+                           int device, int sm_count, cudaStream_t stream, size_t* smem_used);
