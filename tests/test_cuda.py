@@ -252,6 +252,9 @@ def test_dispatcher_choices_are_inspectable(monkeypatch):
     assert one["strategy"] == "small_m" and "not in CUDA-graph capture" in one["why"]
     assert small["strategy"] == "small_m" and "not in CUDA-graph capture" in small["why"]
     assert mid["strategy"] == "gemm" and "M > 16" in mid["why"]
+    m32 = fused_mlp.explain(torch.empty(32, 1024, device="cuda", dtype=torch.bfloat16), w, "gelu_tanh")
+    hopper = torch.cuda.get_device_capability()[0] >= 9
+    assert (m32["strategy"] == "skinny") == hopper and ("plain: M <= 32" in m32["why"]) == hopper, m32
     five = [torch.empty(64, 64, device="cuda", dtype=torch.bfloat16) for _ in range(5)]
     deep = fused_mlp.explain(torch.empty(16, 64, device="cuda", dtype=torch.bfloat16), five, "relu")
     assert deep["strategy"] != "skinny", deep  # 5 launches: measured slower than cuBLAS at M = 16
@@ -262,13 +265,12 @@ def test_dispatcher_choices_are_inspectable(monkeypatch):
     assert long["strategy"] == "gemm" and "training forward" in long["why"], long
     assert large["strategy"] == "gemm" and large["why"]
     assert bwd["strategy"] == "gemm"
-    # GeGLU at 16 < M <= 64: the skinny tile kernel on sm_90 (measured faster than cuBLAS),
-    # inference only; plain layers at M = 64 stay on cuBLAS (mid above)
+    # GeGLU at 16 < M <= 64 (plain layers up to 32 rows, m32 above): the skinny tile kernel on
+    # sm_90 (measured faster than cuBLAS), inference only; plain layers at M = 64 stay on cuBLAS
     gw = [torch.empty(3072, 768, device="cuda", dtype=torch.bfloat16) for _ in range(2)]
     gw.append(torch.empty(768, 3072, device="cuda", dtype=torch.bfloat16))
     x64 = torch.empty(64, 768, device="cuda", dtype=torch.bfloat16)
     geglu = fused_mlp.explain(x64, gw, "gelu_tanh", gated=True)
-    hopper = torch.cuda.get_device_capability()[0] >= 9
     assert (geglu["strategy"] == "skinny") == hopper and ("gated first layer" in geglu["why"]) == hopper, geglu
     gtrain = fused_mlp.explain(x64, [t.clone().requires_grad_() for t in gw], "gelu_tanh", gated=True)
     assert gtrain["strategy"] == "gemm", gtrain

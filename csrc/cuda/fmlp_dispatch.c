@@ -50,11 +50,11 @@ static int fmlp_narrow_wins(const fmlp_desc* d, fmlp_dtype dt, int64_t M) {
 }
 
 /* Where the skinny kernel measured fastest (the tables in fmlp_cuda_plan): M <= 16 (its
- * register kernel), and 16 < M <= 64 for a gated first layer on sm_90, inference (its staged
- * tile kernel). */
+ * register kernel), and on sm_90, inference, 16 < M <= 64 for a gated first layer or
+ * 16 < M <= 32 for plain layers (its staged tile kernel). */
 static int skinny_wins(const fmlp_desc* d, fmlp_dtype dt, int64_t M, int save, const fmlp_cuda_ctx* ctx) {
     if (dt == FMLP_F32 || M > 64 || d->n_layers > 2) return 0;
-    if (M > 16 && (ctx->cc_major < 9 || !d->gated || save)) return 0;
+    if (M > 16 && (ctx->cc_major < 9 || save || (!d->gated && M > 32))) return 0;
     double bytes = 0;
     for (int k = 0; k < fmlp_n_weights(d); k++) {
         int64_t out, in;
@@ -147,7 +147,14 @@ int fmlp_cuda_plan(const fmlp_desc* d, fmlp_dtype dt, int64_t M, int save, int b
      *                   M=48: 15.4 / 15.7 / 30.8 / 20.4   M=64: 15.2 / 15.5 / 33.6 / 20.4
      * so for a gated first layer only (plain layers: level at M <= 32, slower above), inference
      * only (not measured in training). A first layer whose x is not 16-byte aligned (unknown
-     * here) runs the register kernel instead, slower than cuBLAS at M = 64 (21.5 vs 17.4). */
+     * here) runs the register kernel instead, slower than cuBLAS at M = 64 (21.5 vs 17.4).
+     * Session 11 (dependent layers placed one per SM where they cannot share one with the layer
+     * before, the maximum shared carveout; NOTES "v8"), same command, eager / gemm / skinny:
+     *   GeGLU 768/3072  M=17: 17.7 / 16.6 / 11.2   M=32: 18.1 / 16.5 / 10.6
+     *                   M=48: 17.9 / 17.1 / 13.3   M=64: 18.5 / 16.8 / 13.0
+     *   1024-4096-1024  M=17: 13.6 / 13.7 / 13.4   M=32: 14.2 / 14.2 / 13.6
+     *                   M=48: 15.5 / 15.4 / 19.1   M=64: 15.3 / 15.4 / 18.8
+     * so plain layers take it too up to M = 32. */
     const int small_fits = small_ok && !save && dt != FMLP_F32 && d->n_layers <= 2;
     if (small_fits && M <= 16 && !ctx->capturing) {
         *why = "M <= 16, 16-bit, <= 2 layers, inference, not in CUDA-graph capture: one launch for all layers "
@@ -155,9 +162,9 @@ int fmlp_cuda_plan(const fmlp_desc* d, fmlp_dtype dt, int64_t M, int save, int b
         return FMLP_STRATEGY_SMALL_M;
     }
     if (skinny_wins(d, dt, M, save, ctx) && fmlp_skinny_supported(d, dt, M, ctx, NULL)) {
-        *why = M > 16 ? "16 < M <= 64, 16-bit, gated first layer, <= 2 layers, weights <= 32 MB, sm_90, inference: "
-                        "one staged tensor-core launch per layer (TMA, K split over a cluster, PDL); measured the "
-                        "least GPU time"
+        *why = M > 16 ? "16 < M <= 64 with a gated first layer (plain: M <= 32), 16-bit, <= 2 layers, weights <= "
+                        "32 MB, sm_90, inference: one staged tensor-core launch per layer (TMA, K split over a "
+                        "cluster, PDL); measured the least GPU time"
                       : "M <= 16, 16-bit, <= 2 layers, weights <= 32 MB, in CUDA-graph capture or a training forward: "
                         "one tensor-core launch per layer, weight streams overlapped (PDL); measured the least GPU time";
         return FMLP_STRATEGY_SKINNY;
