@@ -390,7 +390,7 @@ cudaError_t sk_tile_launch(const sk_layer& L, fmlp_dtype dt, int gated, size_t s
     // Where blocks go (NOTES "v8"). A dependent launch (PDL) starts while the layer before still
     // holds its multiprocessors. Its blocks fit beside the earlier layer's when both blocks'
     // shared memory does (every tile kernel asks for the maximum shared carveout, so the two
-    // kernels' configurations match; with the default carveout they did not, and they never
+    // kernels' configurations match; with the default carveout they measured as if they never
     // shared a multiprocessor). Where they cannot share, the new blocks crowd two or three to
     // each idle multiprocessor and each cluster waits for its slowest block: then asking for
     // over half a multiprocessor's shared memory keeps them one per multiprocessor (when the
