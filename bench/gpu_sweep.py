@@ -96,7 +96,8 @@ def side_by_side_us(steps, replays, rounds=6):
     times = {label: [] for label in steps}
     order = [label for label, g in graphs.items() if g is not None]
     for r in range(rounds):
-        for label in order[r % len(order):] + order[:r % len(order)] if order else []:
+        k = r % len(order) if order else 0
+        for label in order[k:] + order[:k]:
             times[label].append(replay_time_us(graphs[label], max(3, replays // rounds)))
     return {label: statistics.median(t) if t else None for label, t in times.items()}
 

@@ -23,8 +23,8 @@
 // Measured (NOTES.md "CUDA skinny kernel"): fastest in GPU time at M <= 16 with <= 2 layers;
 // at 32-64 tokens slower than cuBLAS (each warp waits out its load batches in turn). There, on
 // sm_90, every layer with 16-byte rows runs the staged tile kernel instead
-// (fmlp_skinny_tile.cu), which the dispatcher takes for gated first layers. Any M <= 64 is
-// correct (FUSED_MLP_STRATEGY=skinny).
+// (fmlp_skinny_tile.cu), which the dispatcher takes for gated first layers and, up to 32
+// rows, for plain ones. Any M <= 64 is correct (FUSED_MLP_STRATEGY=skinny).
 #include "fmlp_skinny.cuh"
 #include <stdlib.h>
 #include <string.h>

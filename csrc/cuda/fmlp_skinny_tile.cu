@@ -386,7 +386,7 @@ cudaError_t sk_tile_launch(const sk_layer& L, fmlp_dtype dt, int gated, size_t s
     const int MT = st_mt(L.M);
     const void* fn = dt == FMLP_BF16 ? st_fn<__nv_bfloat16>(MT, gated) : st_fn<__half>(MT, gated);
     const int cols = gated ? ST_ROWS / 2 : ST_ROWS;
-    const int blocks = (L.N + cols - 1) / cols * L.S;
+    const int nb = (L.N + cols - 1) / cols, blocks = nb * L.S; // column blocks x K slices
     // Where blocks go (NOTES "v8"). A dependent launch (PDL) starts while the layer before still
     // holds its multiprocessors. Its blocks fit beside the earlier layer's when both blocks'
     // shared memory does (every tile kernel asks for the maximum shared carveout, so the two
@@ -420,7 +420,7 @@ cudaError_t sk_tile_launch(const sk_layer& L, fmlp_dtype dt, int gated, size_t s
         return cudaErrorInvalidValue;
     cudaLaunchConfig_t cfg;
     memset(&cfg, 0, sizeof cfg);
-    cfg.gridDim = dim3((unsigned)((L.N + cols - 1) / cols), (unsigned)L.S);
+    cfg.gridDim = dim3((unsigned)nb, (unsigned)L.S);
     cfg.blockDim = dim3(ST_THREADS);
     cfg.dynamicSmemBytes = smem;
     cfg.stream = stream;

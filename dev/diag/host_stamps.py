@@ -15,6 +15,7 @@ import torch
 
 import fused_mlp
 from fused_mlp import _C
+from fused_mlp._ops import _infer_entry, config_id
 
 PHASES = {1: "unpack + check args", 2: "output alloc (empty_strided)", 3: "cuda ctx (stream, capture query)",
           4: "workspace bytes (plan)", 5: "workspace (cache take)", 6: "fmlp_forward_cuda (plan, guard, launch)",
@@ -35,7 +36,6 @@ def main():
                               torch.nn.Linear(4096, 1024)).to("cuda", torch.bfloat16)
     fused = fused_mlp.FusedMLP.from_sequential(seq)
     x = torch.randn(a.m, 1024, device="cuda", dtype=torch.bfloat16)
-    from fused_mlp._ops import _infer_entry, config_id
     params = [seq[0].weight, seq[2].weight, seq[0].bias, seq[2].bias]
     cfg = config_id([3, 0], [1, 1], 0.01, False)
 
@@ -68,6 +68,7 @@ def main():
                 if rnd == a.rounds - 1 and name == "FusedMLP":
                     for i, pname in PHASES.items():
                         print(f"   {pname:42s} {st[i] / calls / 1e3:7.3f} us")
+
 
 if __name__ == "__main__":
     main()
