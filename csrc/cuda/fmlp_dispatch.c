@@ -154,7 +154,12 @@ int fmlp_cuda_plan(const fmlp_desc* d, fmlp_dtype dt, int64_t M, int save, int b
      *                   M=48: 17.9 / 17.1 / 13.3   M=64: 18.5 / 16.8 / 13.0
      *   1024-4096-1024  M=17: 13.6 / 13.7 / 13.4   M=32: 14.2 / 14.2 / 13.6
      *                   M=48: 15.5 / 15.4 / 19.1   M=64: 15.3 / 15.4 / 18.8
-     * so plain layers take it too up to M = 32. */
+     * so plain layers take it too up to M = 32.
+     * Session 12 (M <= 16: plain layers that would split K run 8-row blocks, no split; gelu_tanh
+     * with tanh.approx; NOTES "v9"), same command at M = 1 / 8 / 16, eager / gemm / small_m / skinny:
+     *   GeGLU 768/3072  M=1: 17.0 / 16.1 / 10.7 / 9.9   M=8: 17.2 / 15.7 / 11.2 / 10.7   M=16: 17.0 / 16.0 / 13.9 / 11.3
+     *   1024-4096-1024  M=1: 13.4 / 13.1 /  9.8 / 9.5   M=8: 13.0 / 13.0 / 11.0 / 11.2   M=16: 13.5 / 13.6 / 13.5 / 13.1
+     * (the rules above stand: outside capture the single launch's lower host time wins). */
     const int small_fits = small_ok && !save && dt != FMLP_F32 && d->n_layers <= 2;
     if (small_fits && M <= 16 && !ctx->capturing) {
         *why = "M <= 16, 16-bit, <= 2 layers, inference, not in CUDA-graph capture: one launch for all layers "

@@ -15,7 +15,9 @@
 // (deterministic) and runs that epilogue. On sm_90 every layer after the first is launched
 // as a programmatic dependent of the one before: its blocks start while that layer runs,
 // prefetch their weight rows into L2, and only then wait for its output, so the weight
-// streams of all layers overlap.
+// streams of all layers overlap. At M <= 16 a plain layer that would split K (N = 1024 at K =
+// 4096: 32 column blocks) runs blocks of 8 weight rows with the MMA's operands swapped instead
+// (SWAP below): enough blocks to stream without a split, so no cross-block reduction.
 //
 // Numerics: float32 accumulation; z rounded once to the dtype (what eager's nn.Linear
 // stores), act applied to that rounded z in float32, h rounded once.
@@ -33,6 +35,7 @@
 #define SK_RT 2    // 16-row tiles per block
 #define SK_MAX_M 64
 #define SK_RED_STRIDE (SK_ROWS + 4) // conflict-free stores of the accumulator fragments
+#define SK_ROWS8 8  // weight rows per block of the swapped (8-row) kernel
 
 
 // 8 consecutive elements row[k..k+7], 0 where !ok or at / past kend. VEC (K % 8 == 0, 16-byte
@@ -72,13 +75,18 @@ static __device__ __forceinline__ uint4 sk_load8(const T* row, int k, int kend, 
 
 // NT: 8-token MMA columns (M <= 8 NT); WARPS: warps per block; U: K steps loaded per batch;
 // VEC: 16-byte loads of x and weights (K % 8 == 0, 16-byte aligned x and weights).
-template <typename T, int NT, int WARPS, int U, bool GATED, bool VEC>
+// SWAP (plain layers, M <= 16, VEC): a block owns only 8 weight rows and the operands trade
+// places, the tokens the MMA's 16-row A operand (rows past M zero), the 8 weight rows its B
+// operand, so 4x as many blocks stream a layer and a narrow layer (N = 1024 at K = 4096) needs
+// no K split: no partials, fences and counters, which were ~2.5 µs of the last layer's tail at
+// M = 1 (NOTES "v9").
+template <typename T, int NT, int WARPS, int U, bool GATED, bool VEC, bool SWAP = false>
 __global__ void __launch_bounds__(WARPS * 32, 2) sk_kernel(const __grid_constant__ sk_layer L) {
     extern __shared__ float sk_red[]; // [WARPS][NT * 8 tokens][SK_RED_STRIDE]
     __shared__ unsigned sk_last;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int cb = blockIdx.x, s = blockIdx.y;
-    const int cols = GATED ? SK_ROWS / 2 : SK_ROWS; // output columns per block
+    const int cols = SWAP ? SK_ROWS8 : GATED ? SK_ROWS / 2 : SK_ROWS; // output columns per block
     const int n0 = cb * cols;
     const int k0 = s * L.KS, k1 = min(L.K, k0 + L.KS);
     const T* W0 = (const T*)L.w[0];
@@ -90,7 +98,7 @@ __global__ void __launch_bounds__(WARPS * 32, 2) sk_kernel(const __grid_constant
     if (L.prefetch && warp == 0) {
         const int t = lane >> 4, r = lane & 15; // lane = one weight row of the block
         const int n = (GATED ? n0 : n0 + 16 * t) + r;
-        if (n < L.N && k1 > k0) {
+        if (n < L.N && k1 > k0 && (!SWAP || lane < SK_ROWS8)) {
             const T* p = (GATED && t ? W1 : W0) + (size_t)n * L.K + k0;
             asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p), "r"((unsigned)(k1 - k0) * 2u)
                          : "memory");
@@ -102,75 +110,112 @@ __global__ void __launch_bounds__(WARPS * 32, 2) sk_kernel(const __grid_constant
     if (cb == 0 && s == 0)
         for (int i = threadIdx.x; i < L.nzero; i += WARPS * 32) L.zero[i] = 0;
 
-    // This lane's rows: tile t, half hh -> weight row r = lane/4 + 8hh of the tile.
-    const T* wrow[SK_RT][2];
-    int wok[SK_RT][2];
+    if constexpr (SWAP) {
+        // Lane (g = lane / 4, c = lane % 4) loads k = 8c..8c+7 of each 32-wide step from weight
+        // row n0 + g and from tokens g and g + 8, and both sides use the same K permutation:
+        // MMA 1 takes words x, y (k 8c..8c+3) as the logical k pairs (2c, 2c + 8), MMA 2 words z, w.
+        const int g8 = lane >> 2;
+        const int n = n0 + g8;
+        const bool wok = n < L.N;
+        const T* wr = W0 + (size_t)(wok ? n : 0) * L.K;
+        const bool xok0 = g8 < L.M, xok1 = NT > 1 && g8 + 8 < L.M;
+        const T* xr0 = (const T*)L.x + (size_t)(xok0 ? g8 : 0) * L.K;
+        const T* xr1 = (const T*)L.x + (size_t)(xok1 ? g8 + 8 : 0) * L.K;
+        float acc[4] = {0.f, 0.f, 0.f, 0.f};
+        const int c8 = (lane & 3) * 8;
+        for (int kk = k0 + 32 * warp; kk < k1; kk += 32 * WARPS * U) {
+            uint4 b[U], a0[U], a1[U];
 #pragma unroll
-    for (int t = 0; t < SK_RT; t++)
+            for (int u = 0; u < U; u++) {
+                const int k = kk + 32 * WARPS * u + c8;
+                b[u] = sk_load8<T, VEC, true>(wr, k, k1, wok);
+                a0[u] = sk_load8<T, VEC, false>(xr0, k, k1, xok0);
+                a1[u] = NT > 1 ? sk_load8<T, VEC, false>(xr1, k, k1, xok1) : make_uint4(0, 0, 0, 0);
+            }
 #pragma unroll
-        for (int hh = 0; hh < 2; hh++) {
-            const int n = (GATED ? n0 : n0 + 16 * t) + (lane >> 2) + 8 * hh;
-            wok[t][hh] = n < L.N;
-            wrow[t][hh] = (GATED && t ? W1 : W0) + (size_t)(n < L.N ? n : 0) * L.K;
+            for (int u = 0; u < U; u++) {
+                const uint32_t lo[4] = {a0[u].x, a1[u].x, a0[u].y, a1[u].y};
+                const uint32_t hi[4] = {a0[u].z, a1[u].z, a0[u].w, a1[u].w};
+                fmlp_mma16816<T>(acc, lo, b[u].x, b[u].y);
+                fmlp_mma16816<T>(acc, hi, b[u].z, b[u].w);
+            }
         }
-    const T* xrow[NT];
-    int xok[NT];
+        // C fragment: token g8 + 8 (q >> 1), weight row 2 (lane % 4) + (q & 1)
+        float* red = sk_red + (size_t)warp * NT * 8 * SK_RED_STRIDE;
 #pragma unroll
-    for (int j = 0; j < NT; j++) {
-        const int tok = 8 * j + (lane >> 2);
-        xok[j] = tok < L.M;
-        xrow[j] = (const T*)L.x + (size_t)(tok < L.M ? tok : 0) * L.K;
-    }
+        for (int q = 0; q < 4; q++)
+            if ((q >> 1) < NT) red[(g8 + 8 * (q >> 1)) * SK_RED_STRIDE + 2 * (lane & 3) + (q & 1)] = acc[q];
+    } else {
+        // This lane's rows: tile t, half hh -> weight row r = lane/4 + 8hh of the tile.
+        const T* wrow[SK_RT][2];
+        int wok[SK_RT][2];
+#pragma unroll
+        for (int t = 0; t < SK_RT; t++)
+#pragma unroll
+            for (int hh = 0; hh < 2; hh++) {
+                const int n = (GATED ? n0 : n0 + 16 * t) + (lane >> 2) + 8 * hh;
+                wok[t][hh] = n < L.N;
+                wrow[t][hh] = (GATED && t ? W1 : W0) + (size_t)(n < L.N ? n : 0) * L.K;
+            }
+        const T* xrow[NT];
+        int xok[NT];
+#pragma unroll
+        for (int j = 0; j < NT; j++) {
+            const int tok = 8 * j + (lane >> 2);
+            xok[j] = tok < L.M;
+            xrow[j] = (const T*)L.x + (size_t)(tok < L.M ? tok : 0) * L.K;
+        }
 
-    float acc[SK_RT][NT][4];
+        float acc[SK_RT][NT][4];
 #pragma unroll
-    for (int t = 0; t < SK_RT; t++)
-#pragma unroll
-        for (int j = 0; j < NT; j++)
-#pragma unroll
-            for (int q = 0; q < 4; q++) acc[t][j][q] = 0.f;
-
-    const int c8 = (lane & 3) * 8;
-    for (int kk = k0 + 32 * warp; kk < k1; kk += 32 * WARPS * U) {
-        uint4 a[U][SK_RT][2], b[U][NT];
-#pragma unroll
-        for (int u = 0; u < U; u++) {
-            const int k = kk + 32 * WARPS * u + c8;
-#pragma unroll
-            for (int t = 0; t < SK_RT; t++)
-#pragma unroll
-                for (int hh = 0; hh < 2; hh++)
-                    a[u][t][hh] = sk_load8<T, VEC, true>(wrow[t][hh], k, k1, wok[t][hh]);
+        for (int t = 0; t < SK_RT; t++)
 #pragma unroll
             for (int j = 0; j < NT; j++)
-                b[u][j] = sk_load8<T, VEC, false>(xrow[j], k, k1, xok[j]);
+#pragma unroll
+                for (int q = 0; q < 4; q++) acc[t][j][q] = 0.f;
+
+        const int c8 = (lane & 3) * 8;
+        for (int kk = k0 + 32 * warp; kk < k1; kk += 32 * WARPS * U) {
+            uint4 a[U][SK_RT][2], b[U][NT];
+#pragma unroll
+            for (int u = 0; u < U; u++) {
+                const int k = kk + 32 * WARPS * u + c8;
+#pragma unroll
+                for (int t = 0; t < SK_RT; t++)
+#pragma unroll
+                    for (int hh = 0; hh < 2; hh++)
+                        a[u][t][hh] = sk_load8<T, VEC, true>(wrow[t][hh], k, k1, wok[t][hh]);
+#pragma unroll
+                for (int j = 0; j < NT; j++)
+                    b[u][j] = sk_load8<T, VEC, false>(xrow[j], k, k1, xok[j]);
+            }
+#pragma unroll
+            for (int u = 0; u < U; u++)
+#pragma unroll
+                for (int t = 0; t < SK_RT; t++)
+#pragma unroll
+                    for (int j = 0; j < NT; j++) {
+                        // words x,y of the lane's 8 elements feed the first MMA, z,w the second
+                        const uint32_t lo[4] = {a[u][t][0].x, a[u][t][1].x, a[u][t][0].y, a[u][t][1].y};
+                        const uint32_t hi[4] = {a[u][t][0].z, a[u][t][1].z, a[u][t][0].w, a[u][t][1].w};
+                        fmlp_mma16816<T>(acc[t][j], lo, b[u][j].x, b[u][j].y);
+                        fmlp_mma16816<T>(acc[t][j], hi, b[u][j].z, b[u][j].w);
+                    }
         }
+
+        // Warps' partial sums -> shared memory, [warp][token][row].
+        float* red = sk_red + (size_t)warp * NT * 8 * SK_RED_STRIDE;
 #pragma unroll
-        for (int u = 0; u < U; u++)
+        for (int t = 0; t < SK_RT; t++)
 #pragma unroll
-            for (int t = 0; t < SK_RT; t++)
+            for (int j = 0; j < NT; j++)
 #pragma unroll
-                for (int j = 0; j < NT; j++) {
-                    // words x,y of the lane's 8 elements feed the first MMA, z,w the second
-                    const uint32_t lo[4] = {a[u][t][0].x, a[u][t][1].x, a[u][t][0].y, a[u][t][1].y};
-                    const uint32_t hi[4] = {a[u][t][0].z, a[u][t][1].z, a[u][t][0].w, a[u][t][1].w};
-                    fmlp_mma16816<T>(acc[t][j], lo, b[u][j].x, b[u][j].y);
-                    fmlp_mma16816<T>(acc[t][j], hi, b[u][j].z, b[u][j].w);
+                for (int q = 0; q < 4; q++) {
+                    const int row = 16 * t + (lane >> 2) + 8 * (q >> 1);
+                    const int tok = 8 * j + 2 * (lane & 3) + (q & 1);
+                    red[tok * SK_RED_STRIDE + row] = acc[t][j][q];
                 }
     }
-
-    // Warps' partial sums -> shared memory, [warp][token][row].
-    float* red = sk_red + (size_t)warp * NT * 8 * SK_RED_STRIDE;
-#pragma unroll
-    for (int t = 0; t < SK_RT; t++)
-#pragma unroll
-        for (int j = 0; j < NT; j++)
-#pragma unroll
-            for (int q = 0; q < 4; q++) {
-                const int row = 16 * t + (lane >> 2) + 8 * (q >> 1);
-                const int tok = 8 * j + 2 * (lane & 3) + (q & 1);
-                red[tok * SK_RED_STRIDE + row] = acc[t][j][q];
-            }
     __syncthreads();
 
     // Epilogue: thread -> one output column c and tokens tok0 + TSTEP·i. Every load a thread
@@ -215,20 +260,28 @@ __global__ void __launch_bounds__(WARPS * 32, 2) sk_kernel(const __grid_constant
         __threadfence();
 #pragma unroll
         for (int i = 0; i < EPT; i++) g[i] = u[i] = 0.f;
-        for (int q = 0; q < L.S; q++) {
-            float pg[EPT], pu[EPT];
+        // SB slices' partials in flight at once, summed in slice order (deterministic; the
+        // zeros past the last slice change nothing), not one load and add per slice (-0.25 µs
+        // on GeGLU 768/3072 at M = 1 / 16 with a 6-way split: NOTES "v9").
+        constexpr int SB = EPT <= 2 ? 8 : EPT <= 4 ? 4 : 2;
+        for (int q0 = 0; q0 < L.S; q0 += SB) {
+            float pg[SB][EPT], pu[SB][EPT];
 #pragma unroll
-            for (int i = 0; i < EPT; i++) {
-                const int tok = tok0 + TSTEP * i;
-                const float* p = L.part + ((size_t)q * L.M + (tok < L.M ? tok : 0)) * PW;
-                pg[i] = __ldcg(p + n);
-                if (GATED) pu[i] = __ldcg(p + L.N + n);
-            }
+            for (int r = 0; r < SB; r++)
 #pragma unroll
-            for (int i = 0; i < EPT; i++) {
-                g[i] += pg[i];
-                if (GATED) u[i] += pu[i];
-            }
+                for (int i = 0; i < EPT; i++) {
+                    const int tok = tok0 + TSTEP * i, q = q0 + r;
+                    const float* p = L.part + ((size_t)(q < L.S ? q : 0) * L.M + (tok < L.M ? tok : 0)) * PW;
+                    pg[r][i] = q < L.S ? __ldcg(p + n) : 0.f;
+                    pu[r][i] = GATED && q < L.S ? __ldcg(p + L.N + n) : 0.f;
+                }
+#pragma unroll
+            for (int r = 0; r < SB; r++)
+#pragma unroll
+                for (int i = 0; i < EPT; i++) {
+                    g[i] += pg[r][i];
+                    if (GATED) u[i] += pu[r][i];
+                }
         }
     }
     if (!live) return;
@@ -259,24 +312,30 @@ static constexpr int sk_warps(int NT) { return NT <= 2 ? 8 : 4; }
 static constexpr int sk_unroll(int NT) { return NT == 1 ? 4 : NT == 2 ? 3 : 2; }
 
 template <typename T, int NT>
-static const void* sk_fn(int gated, int vec) {
+static const void* sk_fn(int gated, int vec, int rows8) {
     constexpr int W = sk_warps(NT), U = sk_unroll(NT);
+    if constexpr (NT <= 2) {
+        constexpr int U8 = NT == 1 ? 8 : 6; // K steps per batch of the 8-row kernel (registers)
+        if (rows8 && !gated)
+            return vec ? (const void*)sk_kernel<T, NT, W, U8, false, true, true>
+                       : (const void*)sk_kernel<T, NT, W, U8, false, false, true>;
+    }
     if (vec) return gated ? (const void*)sk_kernel<T, NT, W, U, true, true> : (const void*)sk_kernel<T, NT, W, U, false, true>;
     return gated ? (const void*)sk_kernel<T, NT, W, U, true, false> : (const void*)sk_kernel<T, NT, W, U, false, false>;
 }
 
 template <typename T>
-static const void* sk_fn_t(int NT, int gated, int vec) {
+static const void* sk_fn_t(int NT, int gated, int vec, int rows8) {
     switch (NT) {
-    case 1: return sk_fn<T, 1>(gated, vec);
-    case 2: return sk_fn<T, 2>(gated, vec);
-    case 4: return sk_fn<T, 4>(gated, vec);
-    default: return sk_fn<T, 8>(gated, vec);
+    case 1: return sk_fn<T, 1>(gated, vec, rows8);
+    case 2: return sk_fn<T, 2>(gated, vec, rows8);
+    case 4: return sk_fn<T, 4>(gated, vec, 0);
+    default: return sk_fn<T, 8>(gated, vec, 0);
     }
 }
 
-static const void* sk_kernel_ptr(fmlp_dtype dt, int NT, int gated, int vec) {
-    return dt == FMLP_BF16 ? sk_fn_t<__nv_bfloat16>(NT, gated, vec) : sk_fn_t<__half>(NT, gated, vec);
+static const void* sk_kernel_ptr(fmlp_dtype dt, int NT, int gated, int vec, int rows8) {
+    return dt == FMLP_BF16 ? sk_fn_t<__nv_bfloat16>(NT, gated, vec, rows8) : sk_fn_t<__half>(NT, gated, vec, rows8);
 }
 
 static size_t sk_red_bytes(int NT) { return (size_t)sk_warps(NT) * NT * 8 * SK_RED_STRIDE * sizeof(float); }
@@ -288,11 +347,34 @@ static size_t sk_red_bytes(int NT) { return (size_t)sk_warps(NT) * NT * 8 * SK_R
 typedef struct {
     int L;
     int nb[FMLP_MAX_LAYERS], S[FMLP_MAX_LAYERS], KS[FMLP_MAX_LAYERS];
+    int rows8[FMLP_MAX_LAYERS]; // the layer runs the 8-row (swapped) kernel
     size_t off_h[2], off_part, off_cnt[FMLP_MAX_LAYERS], total;
     int ncnt; // counters of layers >= 1 (contiguous from off_cnt[1])
 } sk_plan;
 
 static size_t sk_align(size_t v) { return (v + 255) & ~(size_t)255; }
+
+// FMLP_SK_ROWS8=0 (dev knob): never the 8-row kernel, to compare.
+static int sk_rows8_env(void) {
+    static int env = -2;
+    return fmlp_env_knob("FMLP_SK_ROWS8", &env) != 0;
+}
+
+// Column blocks and K slices of a layer with `rows` weight rows per block: with fewer column
+// blocks than `fill` SMs' worth, K is split so that about one block per SM streams (each slice
+// a whole number of 32-wide steps).
+static void sk_split(int64_t N, int64_t K, int rows, int full, int sm_count, int* nb_out, int* S_out, int* KS_out) {
+    const int nb = (int)((N + rows - 1) / rows);
+    const int64_t steps = (K + 31) / 32;
+    int S = 1;
+    if (!full) S = (int)((sm_count + nb - 1) / nb);
+    if (S > steps) S = (int)steps;
+    if (S < 1) S = 1;
+    const int KS = (int)(((steps + S - 1) / S) * 32);
+    *nb_out = nb;
+    *S_out = (int)((K + KS - 1) / KS);
+    *KS_out = KS;
+}
 
 static void sk_make_plan(const fmlp_desc* d, fmlp_dtype dt, int64_t M, int sm_count, sk_plan* pl) {
     memset(pl, 0, sizeof *pl);
@@ -302,14 +384,17 @@ static void sk_make_plan(const fmlp_desc* d, fmlp_dtype dt, int64_t M, int sm_co
     for (int i = 0; i < L; i++) {
         const int gated = d->gated && i == 0;
         const int64_t N = d->width[i + 1], K = d->width[i];
-        const int nb = (int)((N + (gated ? 16 : 32) - 1) / (gated ? 16 : 32));
-        const int64_t steps = (K + 31) / 32;
-        int S = 1;
-        if (4 * nb < 3 * sm_count) S = (int)((sm_count + nb - 1) / nb);
-        if (S > steps) S = (int)steps;
-        if (S < 1) S = 1;
-        int KS = (int)(((steps + S - 1) / S) * 32);
-        S = (int)((K + KS - 1) / KS);
+        const int cols = gated ? 16 : 32;
+        const int nb32 = (int)((N + cols - 1) / cols);
+        int nb, S, KS;
+        sk_split(N, K, cols, 4 * nb32 >= 3 * sm_count, sm_count, &nb, &S, &KS);
+        // A plain layer that would split K at M <= 16 runs 8-row blocks instead: four times as
+        // many, and no split while they fill half the SMs.
+        pl->rows8[i] = !gated && M <= 16 && S > 1 && sk_rows8_env();
+        if (pl->rows8[i]) {
+            const int nb8 = (int)((N + SK_ROWS8 - 1) / SK_ROWS8);
+            sk_split(N, K, SK_ROWS8, 2 * nb8 >= sm_count, sm_count, &nb, &S, &KS);
+        }
         pl->nb[i] = nb;
         pl->S[i] = S;
         pl->KS[i] = KS;
@@ -454,7 +539,20 @@ extern "C" int fmlp_forward_skinny_cuda(const fmlp_desc* d, fmlp_dtype dt, int64
             in = Ly.h;
             continue;
         }
-        const void* fn = sk_kernel_ptr(dt, NT, gated, vec);
+        const void* fn = sk_kernel_ptr(dt, NT, gated, vec, pl.rows8[i]);
+        {   /* experiment: FMLP_SK_CARVE=1 asks for the max-shared carveout (NOTES v8) */
+            static int env_skc = -2;
+            static const void* done[64];
+            if (fmlp_env_knob("FMLP_SK_CARVE", &env_skc) > 0) {
+                int known = 0, k = 0;
+                for (; k < 64 && done[k]; k++)
+                    if (done[k] == fn) { known = 1; break; }
+                if (!known && k < 64) {
+                    cudaFuncSetAttribute(fn, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared);
+                    done[k] = fn;
+                }
+            }
+        }
         cudaLaunchConfig_t cfg;
         memset(&cfg, 0, sizeof cfg);
         cfg.gridDim = dim3((unsigned)pl.nb[i], (unsigned)pl.S[i]);

@@ -28,6 +28,15 @@ static __device__ __forceinline__ float sk_bias(const sk_layer& L, int k, int n)
     return L.b[k] ? fmlp_to_f32(((const T*)L.b[k])[n]) : 0.f;
 }
 
+// tanh from the SFU: tanh.approx.f32, relative error <= 2^-11 (under half an ulp of the
+// bfloat16 / float16 outputs these kernels write), one instruction instead of tanhf's
+// branchy sequence; gelu_tanh layers' epilogues got 0.4 µs shorter at 64 rows (NOTES "v9").
+static __device__ __forceinline__ float sk_tanh_fast(float x) {
+    float y;
+    asm("tanh.approx.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
+
 // act applied to NV values behind one branch on act: a switch per value put every value's
 // dependency chain behind its own indirect branch, so none overlapped (NOTES "v7").
 template <int NV>
@@ -36,6 +45,14 @@ static __device__ __forceinline__ void sk_act_n(int act, float slope, float* v) 
     case A:                                                               \
         _Pragma("unroll") for (int i = 0; i < NV; i++) v[i] = fmlp_act(A, v[i], slope); \
         break;
+    if (act == FMLP_ACT_GELU_TANH) {
+#pragma unroll
+        for (int i = 0; i < NV; i++) {
+            const float z = v[i], u = FMLP_SQRT2_PI * (z + 0.044715f * z * z * z);
+            v[i] = 0.5f * z * (1.0f + sk_tanh_fast(u));
+        }
+        return;
+    }
     switch (act) {
         SK_ACT_CASE(FMLP_ACT_RELU)
         SK_ACT_CASE(FMLP_ACT_GELU)
