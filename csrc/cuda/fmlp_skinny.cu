@@ -93,8 +93,9 @@ __global__ void __launch_bounds__(WARPS * 32, 2) sk_kernel(const __grid_constant
     const T* W1 = GATED ? (const T*)L.w[1] : W0;
 
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    // Let the next layer's blocks start now: they prefetch their weights, then wait for us.
-    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+    // Let the next layer's blocks start now: they prefetch their weights, then wait for us
+    // (unless late_trigger: below).
+    if (!L.late_trigger) asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
     if (L.prefetch && warp == 0) {
         const int t = lane >> 4, r = lane & 15; // lane = one weight row of the block
         const int n = (GATED ? n0 : n0 + 16 * t) + r;
@@ -216,6 +217,13 @@ __global__ void __launch_bounds__(WARPS * 32, 2) sk_kernel(const __grid_constant
                     red[tok * SK_RED_STRIDE + row] = acc[t][j][q];
                 }
     }
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    // Late trigger: the next layer's blocks launch once every block of ours has its weights.
+    // Where we run more blocks than SMs (two on some), the next layer's early blocks crowded
+    // two to an SM beside ours (GeGLU 768/3072 M = 1: 96 blocks on 72 SMs) and ended last;
+    // launched now they spread (NOTES "v9f").
+    if (L.late_trigger) asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
     __syncthreads();
 
     // Epilogue: thread -> one output column c and tokens tok0 + TSTEP·i. Every load a thread
@@ -457,6 +465,12 @@ static int sk_pdl_env(void) {
     return fmlp_env_knob("FMLP_SK_PDL", &env) != 0;
 }
 
+// FMLP_SK_LATETRIG=0 (dev knob): never trigger the next layer late (late_trigger).
+static int sk_late_trigger_env(void) {
+    static int env = -2;
+    return fmlp_env_knob("FMLP_SK_LATETRIG", &env) != 0;
+}
+
 // FMLP_SK_TILE=0 (dev knob): the register kernel at every M, to compare the two.
 static int sk_tile_env(void) {
     static int env = -2;
@@ -525,6 +539,9 @@ extern "C" int fmlp_forward_skinny_cuda(const fmlp_desc* d, fmlp_dtype dt, int64
         const int wvec = kv && fmlp_aligned16(Ly.w[0]) && (!gated || fmlp_aligned16(Ly.w[1]));
         const int vec = wvec && fmlp_aligned16(in);
         Ly.prefetch = pdl && i > 0 && wvec;
+        /* the next layer, 8-row, launches after our loads when we hold more blocks than SMs */
+        Ly.late_trigger = pdl && i + 1 < L && pl.rows8[i + 1] && pl.nb[i] * pl.S[i] > ctx->sm_count &&
+                          sk_late_trigger_env();
 
         int tS, tKS;
         size_t tsmem;
