@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fused_mlp
-from mlp_reference import ACTS, DEVICES, DTYPES, eps, output_error_scale, random_mlp, reference_mlp, rel_err
+from mlp_reference import ACTS, DEVICES, DTYPES, eps, forward_bound, random_mlp, reference_mlp, rel_err
 
 
 def check_forward(x, weights, biases, acts, gated=False, slope=0.01):
@@ -20,13 +20,7 @@ def check_forward(x, weights, biases, acts, gated=False, slope=0.01):
     assert out.dtype == x.dtype and out.shape == ref.shape and out.device == x.device
     assert not torch.isnan(out).any(), "NaN in the output: an element was not written"
     if ref.numel():
-        # twice eager's own error, plus the rounding a correct sum leaves in the last layer,
-        # plus an eps per hidden layer: its activation is our own erf / tanh / exp, within an
-        # ulp of torch's but not the same one, and a tiny net carries that error to the output
-        # whole (hypothesis found 4 -> 1 -> 1 gelu at 1.7 eps where torch's CPU erf was exact)
-        fan_in = weights[-1].shape[1]
-        hidden = len(acts) - 1
-        bound = 2 * rel_err(eager, ref) + eps(x.dtype) * (max(1.0, output_error_scale(ref, terms, fan_in)) + hidden)
+        bound = forward_bound(x, ref, terms, eager, weights, acts)
         assert rel_err(out, ref) <= bound, (rel_err(out, ref), bound)
     return out
 

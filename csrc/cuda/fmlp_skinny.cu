@@ -75,7 +75,7 @@ static __device__ __forceinline__ uint4 sk_load8(const T* row, int k, int kend, 
 
 // NT: 8-token MMA columns (M <= 8 NT); WARPS: warps per block; U: K steps loaded per batch;
 // VEC: 16-byte loads of x and weights (K % 8 == 0, 16-byte aligned x and weights).
-// SWAP (plain layers, M <= 16, VEC): a block owns only 8 weight rows and the operands trade
+// SWAP (plain layers, M <= 16; VEC or element loads): a block owns only 8 weight rows and the operands trade
 // places, the tokens the MMA's 16-row A operand (rows past M zero), the 8 weight rows its B
 // operand, so 4x as many blocks stream a layer and a narrow layer (N = 1024 at K = 4096) needs
 // no K split: no partials, fences and counters, which were ~2.5 µs of the last layer's tail at
@@ -218,7 +218,8 @@ __global__ void __launch_bounds__(WARPS * 32, 2) sk_kernel(const __grid_constant
                 }
     }
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    // Late trigger: the next layer's blocks launch once every block of ours has its weights.
+    // Late trigger: the next layer's blocks launch once every block of ours is past its main
+    // loop (a block counts from its first warp here).
     // Where we run more blocks than SMs (two on some), the next layer's early blocks crowded
     // two to an SM beside ours (GeGLU 768/3072 M = 1: 96 blocks on 72 SMs) and ended last;
     // launched now they spread (NOTES "v9f").
@@ -348,8 +349,9 @@ static const void* sk_kernel_ptr(fmlp_dtype dt, int NT, int gated, int vec, int 
 
 static size_t sk_red_bytes(int NT) { return (size_t)sk_warps(NT) * NT * 8 * SK_RED_STRIDE * sizeof(float); }
 
-// Per layer: column blocks and K slices. A layer with fewer column blocks than 3/4 of the SMs
-// splits K so that about one block per SM streams (each slice a whole number of 32-wide steps).
+// Per layer: column blocks and K slices. A layer of 32-row blocks with fewer column blocks than
+// 3/4 of the SMs splits K so that about one block per SM streams (each slice a whole number of
+// 32-wide steps); at M <= 16 a plain one runs 8-row blocks instead, split only below half the SMs.
 // When the first layer splits, its counters need a memset; later layers' are reset by the
 // first layer's launch.
 typedef struct {
@@ -557,19 +559,6 @@ extern "C" int fmlp_forward_skinny_cuda(const fmlp_desc* d, fmlp_dtype dt, int64
             continue;
         }
         const void* fn = sk_kernel_ptr(dt, NT, gated, vec, pl.rows8[i]);
-        {   /* experiment: FMLP_SK_CARVE=1 asks for the max-shared carveout (NOTES v8) */
-            static int env_skc = -2;
-            static const void* done[64];
-            if (fmlp_env_knob("FMLP_SK_CARVE", &env_skc) > 0) {
-                int known = 0, k = 0;
-                for (; k < 64 && done[k]; k++)
-                    if (done[k] == fn) { known = 1; break; }
-                if (!known && k < 64) {
-                    cudaFuncSetAttribute(fn, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared);
-                    done[k] = fn;
-                }
-            }
-        }
         cudaLaunchConfig_t cfg;
         memset(&cfg, 0, sizeof cfg);
         cfg.gridDim = dim3((unsigned)pl.nb[i], (unsigned)pl.S[i]);

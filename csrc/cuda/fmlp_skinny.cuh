@@ -29,15 +29,6 @@ static __device__ __forceinline__ float sk_bias(const sk_layer& L, int k, int n)
     return L.b[k] ? fmlp_to_f32(((const T*)L.b[k])[n]) : 0.f;
 }
 
-// tanh from the SFU: tanh.approx.f32, relative error <= 2^-11 (under half an ulp of the
-// bfloat16 / float16 outputs these kernels write), one instruction instead of tanhf's
-// branchy sequence; gelu_tanh layers' epilogues got 0.4 µs shorter at 64 rows (NOTES "v9").
-static __device__ __forceinline__ float sk_tanh_fast(float x) {
-    float y;
-    asm("tanh.approx.f32 %0, %1;" : "=f"(y) : "f"(x));
-    return y;
-}
-
 // act applied to NV values behind one branch on act: a switch per value put every value's
 // dependency chain behind its own indirect branch, so none overlapped (NOTES "v7").
 template <int NV>
@@ -47,17 +38,20 @@ static __device__ __forceinline__ void sk_act_n(int act, float slope, float* v) 
         _Pragma("unroll") for (int i = 0; i < NV; i++) v[i] = fmlp_act(A, v[i], slope); \
         break;
     if (act == FMLP_ACT_GELU_TANH) {
+        // 0.5 z (1 + tanh(u)) = z sigmoid(2u) = z / (1 + e^-2u): two SFU operations instead of
+        // tanhf's branchy sequence (gelu_tanh epilogues 0.4 µs shorter at 64 rows, NOTES "v9"),
+        // and no cancellation in 1 + tanh(u) on the negative tail, where tanh.approx lost up to
+        // 30% of the value (z = -4) and tanhf gives 0 below z ~ -5. NaN and +-inf as tanhf's form.
 #pragma unroll
         for (int i = 0; i < NV; i++) {
             const float z = v[i], u = FMLP_SQRT2_PI * (z + 0.044715f * z * z * z);
-            v[i] = 0.5f * z * (1.0f + sk_tanh_fast(u));
+            v[i] = __fdividef(z, 1.0f + __expf(-2.0f * u));
         }
         return;
     }
     switch (act) {
         SK_ACT_CASE(FMLP_ACT_RELU)
         SK_ACT_CASE(FMLP_ACT_GELU)
-        SK_ACT_CASE(FMLP_ACT_GELU_TANH)
         SK_ACT_CASE(FMLP_ACT_SILU)
         SK_ACT_CASE(FMLP_ACT_TANH)
         SK_ACT_CASE(FMLP_ACT_SIGMOID)
