@@ -111,6 +111,7 @@ __global__ void __launch_bounds__(WARPS * 32, 2) sk_kernel(const __grid_constant
     if (cb == 0 && s == 0)
         for (int i = threadIdx.x; i < L.nzero; i += WARPS * 32) L.zero[i] = 0;
 
+    float* red = sk_red + (size_t)warp * NT * 8 * SK_RED_STRIDE; // this warp's partial sums
     if constexpr (SWAP) {
         // Lane (g = lane / 4, c = lane % 4) loads k = 8c..8c+7 of each 32-wide step from weight
         // row n0 + g and from tokens g and g + 8, and both sides use the same K permutation:
@@ -142,7 +143,6 @@ __global__ void __launch_bounds__(WARPS * 32, 2) sk_kernel(const __grid_constant
             }
         }
         // C fragment: token g8 + 8 (q >> 1), weight row 2 (lane % 4) + (q & 1)
-        float* red = sk_red + (size_t)warp * NT * 8 * SK_RED_STRIDE;
 #pragma unroll
         for (int q = 0; q < 4; q++)
             if ((q >> 1) < NT) red[(g8 + 8 * (q >> 1)) * SK_RED_STRIDE + 2 * (lane & 3) + (q & 1)] = acc[q];
@@ -205,7 +205,6 @@ __global__ void __launch_bounds__(WARPS * 32, 2) sk_kernel(const __grid_constant
         }
 
         // Warps' partial sums -> shared memory, [warp][token][row].
-        float* red = sk_red + (size_t)warp * NT * 8 * SK_RED_STRIDE;
 #pragma unroll
         for (int t = 0; t < SK_RT; t++)
 #pragma unroll
@@ -370,14 +369,14 @@ static int sk_rows8_env(void) {
     return fmlp_env_knob("FMLP_SK_ROWS8", &env) != 0;
 }
 
-// Column blocks and K slices of a layer with `rows` weight rows per block: with fewer column
-// blocks than `fill` SMs' worth, K is split so that about one block per SM streams (each slice
-// a whole number of 32-wide steps).
-static void sk_split(int64_t N, int64_t K, int rows, int full, int sm_count, int* nb_out, int* S_out, int* KS_out) {
+// Column blocks and K slices of a layer with `rows` weight rows per block: with fewer than
+// min_nb column blocks, K is split so that about one block per SM streams (each slice a whole
+// number of 32-wide steps).
+static void sk_split(int64_t N, int64_t K, int rows, int min_nb, int sm_count, int* nb_out, int* S_out, int* KS_out) {
     const int nb = (int)((N + rows - 1) / rows);
     const int64_t steps = (K + 31) / 32;
     int S = 1;
-    if (!full) S = (int)((sm_count + nb - 1) / nb);
+    if (nb < min_nb) S = (int)((sm_count + nb - 1) / nb);
     if (S > steps) S = (int)steps;
     if (S < 1) S = 1;
     const int KS = (int)(((steps + S - 1) / S) * 32);
@@ -394,17 +393,12 @@ static void sk_make_plan(const fmlp_desc* d, fmlp_dtype dt, int64_t M, int sm_co
     for (int i = 0; i < L; i++) {
         const int gated = d->gated && i == 0;
         const int64_t N = d->width[i + 1], K = d->width[i];
-        const int cols = gated ? 16 : 32;
-        const int nb32 = (int)((N + cols - 1) / cols);
         int nb, S, KS;
-        sk_split(N, K, cols, 4 * nb32 >= 3 * sm_count, sm_count, &nb, &S, &KS);
+        sk_split(N, K, gated ? 16 : 32, (3 * sm_count + 3) / 4, sm_count, &nb, &S, &KS);
         // A plain layer that would split K at M <= 16 runs 8-row blocks instead: four times as
         // many, and no split while they fill half the SMs.
         pl->rows8[i] = !gated && M <= 16 && S > 1 && sk_rows8_env();
-        if (pl->rows8[i]) {
-            const int nb8 = (int)((N + SK_ROWS8 - 1) / SK_ROWS8);
-            sk_split(N, K, SK_ROWS8, 2 * nb8 >= sm_count, sm_count, &nb, &S, &KS);
-        }
+        if (pl->rows8[i]) sk_split(N, K, SK_ROWS8, (sm_count + 1) / 2, sm_count, &nb, &S, &KS);
         pl->nb[i] = nb;
         pl->S[i] = S;
         pl->KS[i] = KS;
