@@ -14,9 +14,8 @@
 // (conflict-free), mma.sync m16n8k16 with float32 accumulators. The two parities meet in
 // registers (each finishes half the tokens, one 16-byte exchange per thread); with one K
 // slice every thread then finishes its outputs from registers; with S > 1 slices the S blocks
-// of a column form a cluster (1, S, 1), block s finishes 1/S of the tokens, and every block
-// pushes its sums of them into block s's shared memory (st.async, completing on an mbarrier);
-// block s adds the S slices in slice order (deterministic). The epilogue
+// of a column form a cluster (1, S, 1), and block s sums 1/S of the tile over every block's
+// shared memory (distributed shared memory, in slice order: deterministic). The epilogue
 // (sk_finish_n) adds the bias, stores z (training) and h = act(z) (gated: act(zg)·zu).
 #include "fmlp_skinny.cuh"
 #include <cuda.h>
@@ -29,13 +28,7 @@
 #define ST_MAX_S 8        // K slices = cluster size (portable limit)
 #define ST_THREADS 256
 #define ST_XCH_BYTES (ST_THREADS * 64) // the parity exchange: 4 x 16 bytes per thread (MT = 64)
-
-// K split (S > 1): block s of a cluster finishes tokens [s·share, (s + 1)·share), share even (a
-// thread's token pair never straddles two blocks). Every block pushes its sums of those tokens
-// into block s's inbox [source block][row][token], rows RS = share + 2 floats apart (even: 8-byte
-// pair stores; the receiver's reads of 4 rows x 32 threads conflict-free).
-static __host__ __device__ __forceinline__ int st_share(int MT, int S) { return ((MT + S - 1) / S + 1) & ~1; }
-static __host__ __device__ __forceinline__ int st_inbox_stride(int MT, int S) { return st_share(MT, S) + 2; }
+#define ST_RED_STRIDE (ST_ROWS + 4) // K split: float32 tile [token][row], conflict-free fragment stores
 
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
 // Byte offset of 16-byte unit q (0..7) of row r in a chunk: 128-byte rows, the units XOR-ed
@@ -60,20 +53,17 @@ static __device__ __forceinline__ void st_ldsm4(uint32_t* r, uint32_t a) {
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a));
 }
-static __device__ __forceinline__ void st_cluster_arrive() {
-    asm volatile("barrier.cluster.arrive.release.aligned;" ::: "memory");
+static __device__ __forceinline__ void st_cluster_sync() {
+    asm volatile("barrier.cluster.arrive.release.aligned;\n barrier.cluster.wait.acquire.aligned;" ::: "memory");
 }
-static __device__ __forceinline__ void st_cluster_wait() {
-    asm volatile("barrier.cluster.wait.acquire.aligned;" ::: "memory");
-}
-// Two float32 at shared address a (8-byte aligned) of cluster block `rank`, completing bytes on
-// that block's mbarrier at shared address bar (same offset in every block of the kernel).
-static __device__ __forceinline__ void st_push2(uint32_t a, uint32_t bar, int rank, float x, float y) {
-    uint32_t ra, rb;
+// 16 bytes at shared address a (16-byte aligned) of cluster block `rank`
+static __device__ __forceinline__ float4 st_ld_remote4(uint32_t a, int rank) {
+    uint32_t ra;
+    float4 v;
     asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(ra) : "r"(a), "r"(rank));
-    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(rb) : "r"(bar), "r"(rank));
-    asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.v2.f32 [%0], {%1, %2}, [%3];"
-                 ::"r"(ra), "f"(x), "f"(y), "r"(rb) : "memory");
+    asm volatile("ld.shared::cluster.v4.f32 {%0, %1, %2, %3}, [%4];"
+                 : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w) : "r"(ra) : "memory");
+    return v;
 }
 #endif
 
@@ -93,7 +83,6 @@ __global__ void __launch_bounds__(ST_THREADS, 1) st_kernel(const __grid_constant
     // later the float32 tile
     extern __shared__ unsigned char st_raw[];
     __shared__ __align__(8) uint64_t st_bar[ST_MAX_CHUNKS];
-    __shared__ __align__(8) uint64_t st_inbar; // S > 1: completes when every block's sums of our tokens landed
     constexpr int CB = (ST_ROWS + MT) * 128;                 // bytes per chunk
     constexpr int cols = GATED ? ST_ROWS / 2 : ST_ROWS;       // output columns per block
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
@@ -105,20 +94,11 @@ __global__ void __launch_bounds__(ST_THREADS, 1) st_kernel(const __grid_constant
     const uint32_t buf = (raw + 1023u) & ~1023u;
     unsigned char* st_buf = st_raw + (buf - raw);
     const uint32_t bar0 = (uint32_t)__cvta_generic_to_shared(st_bar);
-    const uint32_t inbar = (uint32_t)__cvta_generic_to_shared(&st_inbar);
-    const int S = L.S;
-    const int share = st_share(MT, S), ts0 = s * share;
-    // Tokens this block finishes (S > 1): the pairs (2i, 2i + 1) with 2i < M in [ts0, ts0 + share).
-    const int recv = max(0, min(min(ts0 + share, MT), (L.M + 1) & ~1) - ts0);
 
-    // Chunk c's mbarrier completes when both copy threads arrived and all its bytes landed. The
-    // inbox's when the S blocks' sums of our `recv` tokens landed (its one arrival is made now).
+    // Chunk c's mbarrier completes when both copy threads arrived and all its bytes landed.
     if (tid < nch)
         asm volatile("mbarrier.init.shared::cta.b64 [%0], 2;" ::"r"(bar0 + 8 * tid) : "memory");
-    if (S > 1 && tid == ST_THREADS - 1)
-        asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(inbar) : "memory");
     asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
-    if (S > 1 && tid == ST_THREADS - 1) st_expect(inbar, (unsigned)(S * ST_ROWS * recv * 4));
     __syncthreads();
     asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
 
@@ -208,7 +188,6 @@ __global__ void __launch_bounds__(ST_THREADS, 1) st_kernel(const __grid_constant
     float mine[2][NH][4]; // (static indices only: a runtime index would put acc in local memory)
     float4* xch = reinterpret_cast<float4*>(st_buf);
     __syncthreads(); // every warp is done with the chunks: the tail reuses their shared memory
-    if (S > 1) st_cluster_arrive(); // ... and the cluster's other blocks may write our inbox
 #pragma unroll
     for (int t = 0; t < 2; t++)
 #pragma unroll
@@ -236,6 +215,7 @@ __global__ void __launch_bounds__(ST_THREADS, 1) st_kernel(const __grid_constant
     // row (A tile t) rowbase + 16·(GATED ? 0 : t) + 8·(q >> 1), gated rows being gate (t = 0) /
     // up (t = 1) of output column row.
     const int tok0 = tg * (MT / 2) + 8 * own + 2 * (lane & 3);
+    const int S = L.S;
     if (S == 1) {
         constexpr int NO = (GATED ? 1 : 2) * 2 * NH * 2; // outputs of this thread
         float gv[NO], uv[NO];
@@ -260,35 +240,40 @@ __global__ void __launch_bounds__(ST_THREADS, 1) st_kernel(const __grid_constant
         return;
     }
 
-    // K split: once every block of the cluster is done with its chunks, each thread pushes its
-    // token pairs' sums into the inbox of the block finishing those tokens (st.async: no round
-    // trip, no closing cluster barrier), and block s sums its tokens' S partial tiles in slice
-    // order (deterministic) from its own shared memory. (The pull version, remote 16-byte loads
-    // between two cluster barriers, cost ~1.5 µs after the slowest block: NOTES "v9".)
-    const int RS = st_inbox_stride(MT, S);
-    const uint32_t inbox = buf + ST_XCH_BYTES;
-    st_cluster_wait();
+    // K split: the merged sums into this block's tile [token][row]; block s of the cluster then
+    // finishes its share of the (token, 4-column group)s, summing the S tiles in slice order
+    // (deterministic) with 16-byte loads of distributed shared memory.
+    float* red = reinterpret_cast<float*>(st_buf + ST_XCH_BYTES);
 #pragma unroll
-    for (int jj = 0; jj < NH; jj++) {
-        const int tok = tok0 + 8 * jj;
-        if (tok >= L.M) continue;
-        const int dst = tok / share, tl = tok - dst * share;
+    for (int t = 0; t < 2; t++)
 #pragma unroll
-        for (int t = 0; t < 2; t++)
+        for (int jj = 0; jj < NH; jj++)
 #pragma unroll
-            for (int hh = 0; hh < 2; hh++) {
-                const int row = rowbase + TSTEP_ROWS * t + 8 * hh;
-                st_push2(inbox + 4u * (uint32_t)((s * ST_ROWS + row) * RS + tl), inbar, dst, mine[t][jj][2 * hh],
-                         mine[t][jj][2 * hh + 1]);
+            for (int q = 0; q < 4; q++) {
+                const int row = rowbase + TSTEP_ROWS * t + 8 * (q >> 1);
+                red[(tok0 + 8 * jj + (q & 1)) * ST_RED_STRIDE + row] = mine[t][jj][q];
             }
-    }
-    // Our tokens: (token tl, 4-column group c) per thread, tl fastest (conflict-free reads).
+    st_cluster_sync(); // every block's tile is complete and visible in the cluster
     constexpr int CG = cols / 4;
-    const int ntok = min(recv, L.M - ts0), total = ntok > 0 ? ntok * CG : 0;
-    const float* in = reinterpret_cast<const float*>(st_buf + ST_XCH_BYTES);
-    for (int e = tid; e < total; e += ST_THREADS) {
-        const int c = 4 * (e / ntok), tl = e - (c / 4) * ntok, tok = ts0 + tl;
-        float gs[4], us[4];
+    const int total = L.M * CG, share = (total + S - 1) / S;
+    const int e0 = s * share, e1 = min(total, e0 + share);
+    const uint32_t red_a = (uint32_t)__cvta_generic_to_shared(red);
+    for (int e = e0 + tid; e < e1; e += ST_THREADS) {
+        const int tok = e / CG, c = 4 * (e - tok * CG);
+        const uint32_t ag = red_a + 4u * (uint32_t)(tok * ST_RED_STRIDE + c);
+        float4 vg[ST_MAX_S], vu[ST_MAX_S];
+#pragma unroll
+        for (int r = 0; r < ST_MAX_S; r++) {
+            vg[r] = r < S ? st_ld_remote4(ag, r) : make_float4(0.f, 0.f, 0.f, 0.f);
+            vu[r] = GATED && r < S ? st_ld_remote4(ag + 4u * cols, r) : make_float4(0.f, 0.f, 0.f, 0.f);
+        }
+        float4 g = vg[0], u = vu[0];
+#pragma unroll
+        for (int r = 1; r < ST_MAX_S; r++) {
+            g.x += vg[r].x, g.y += vg[r].y, g.z += vg[r].z, g.w += vg[r].w;
+            u.x += vu[r].x, u.y += vu[r].y, u.z += vu[r].z, u.w += vu[r].w;
+        }
+        float gs[4] = {g.x, g.y, g.z, g.w}, us[4] = {u.x, u.y, u.z, u.w};
         unsigned off[4];
         bool ok[4];
 #pragma unroll
@@ -296,34 +281,12 @@ __global__ void __launch_bounds__(ST_THREADS, 1) st_kernel(const __grid_constant
             const int n = n0 + c + i;
             ok[i] = n < L.N;
             off[i] = (unsigned)tok * (unsigned)L.N + (unsigned)n;
-            gs[i] = ok[i] ? sk_bias<T>(L, 0, n) : 0.f; // loaded before the wait: latency hidden
-            us[i] = GATED && ok[i] ? sk_bias<T>(L, 1, n) : 0.f;
-        }
-        st_wait0(inbar);
-        float g[4], u[4];
-#pragma unroll
-        for (int i = 0; i < 4; i++) {
-            g[i] = in[(c + i) * RS + tl];
-            u[i] = GATED ? in[(cols + c + i) * RS + tl] : 0.f;
-        }
-#pragma unroll
-        for (int r = 1; r < ST_MAX_S; r++)
-            if (r < S)
-#pragma unroll
-                for (int i = 0; i < 4; i++) {
-                    g[i] += in[(r * ST_ROWS + c + i) * RS + tl];
-                    if (GATED) u[i] += in[(r * ST_ROWS + cols + c + i) * RS + tl];
-                }
-#pragma unroll
-        for (int i = 0; i < 4; i++) {
-            gs[i] += g[i];
-            us[i] += u[i];
+            gs[i] += ok[i] ? sk_bias<T>(L, 0, n) : 0.f;
+            if (GATED) us[i] += ok[i] ? sk_bias<T>(L, 1, n) : 0.f;
         }
         sk_finish_n<T, GATED, 4>(L, off, ok, gs, us);
     }
-    // Every block waits for all the bytes it is sent before it leaves (its shared memory must
-    // outlive the other blocks' stores into it), also those with no tokens to finish.
-    st_wait0(inbar);
+    st_cluster_sync(); // no block leaves while another still reads its tile
 #else
     (void)L;
     (void)TM;
@@ -396,8 +359,8 @@ int sk_tile_plan(int gated, int M, int N, int K, int sm_count, int optin_smem, i
     S = (chunks + cps - 1) / cps;
     size_t smem = (size_t)cps * cb;
     if (smem < ST_XCH_BYTES) smem = ST_XCH_BYTES;
-    const size_t inbox = (size_t)S * ST_ROWS * st_inbox_stride(MT, S) * sizeof(float);
-    if (S > 1 && smem < ST_XCH_BYTES + inbox) smem = ST_XCH_BYTES + inbox;
+    if (S > 1 && smem < ST_XCH_BYTES + (size_t)MT * ST_RED_STRIDE * sizeof(float))
+        smem = ST_XCH_BYTES + (size_t)MT * ST_RED_STRIDE * sizeof(float);
     smem += 1024; // the base rounded up to the swizzle period
     *S_out = S;
     *KS_out = cps * ST_CK;
