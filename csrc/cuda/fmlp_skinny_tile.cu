@@ -40,14 +40,6 @@ static __device__ __forceinline__ void st_tma(uint32_t dst, const CUtensorMap* m
     asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];"
                  ::"r"(dst), "l"(reinterpret_cast<uint64_t>(map)), "r"(k0), "r"(r0), "r"(bar) : "memory");
 }
-// The same tile into shared memory at dst of every block in cta_mask of our cluster, completing on
-// each one's mbarrier at bar.
-static __device__ __forceinline__ void st_tma_mc(uint32_t dst, const CUtensorMap* map, int k0, int r0, uint32_t bar,
-                                                 unsigned short cta_mask) {
-    asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes.multicast::cluster"
-                 " [%0], [%1, {%2, %3}], [%4], %5;"
-                 ::"r"(dst), "l"(reinterpret_cast<uint64_t>(map)), "r"(k0), "r"(r0), "r"(bar), "h"(cta_mask) : "memory");
-}
 static __device__ __forceinline__ void st_expect(uint32_t bar, unsigned bytes) {
     asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(bar), "r"(bytes) : "memory");
 }
@@ -61,15 +53,8 @@ static __device__ __forceinline__ void st_ldsm4(uint32_t* r, uint32_t a) {
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a));
 }
-static __device__ __forceinline__ void st_cluster_arrive() {
-    asm volatile("barrier.cluster.arrive.release.aligned;" ::: "memory");
-}
-static __device__ __forceinline__ void st_cluster_wait() {
-    asm volatile("barrier.cluster.wait.acquire.aligned;" ::: "memory");
-}
 static __device__ __forceinline__ void st_cluster_sync() {
-    st_cluster_arrive();
-    st_cluster_wait();
+    asm volatile("barrier.cluster.arrive.release.aligned;\n barrier.cluster.wait.acquire.aligned;" ::: "memory");
 }
 // 16 bytes at shared address a (16-byte aligned) of cluster block `rank`
 static __device__ __forceinline__ float4 st_ld_remote4(uint32_t a, int rank) {
@@ -83,13 +68,10 @@ static __device__ __forceinline__ float4 st_ld_remote4(uint32_t a, int rank) {
 #endif
 
 // The TMA descriptors of a layer: the weights (gated: gate, up; box 64 k x the block's rows of
-// each) and x (box 64 k x MT tokens), 128-byte swizzle, zero fill past every edge. mc > 1 (one
-// K slice): the mc column blocks of a cluster (mc, 1, 1) share x, each copying every mc-th chunk
-// of it to all of them (one L2 read of x per cluster instead of per block).
+// each) and x (box 64 k x MT tokens), 128-byte swizzle, zero fill past every edge.
 struct st_maps {
     CUtensorMap w[2];
     CUtensorMap x;
-    int mc;
 };
 
 // MT: tokens held (32 or 64, M <= MT).
@@ -119,8 +101,6 @@ __global__ void __launch_bounds__(ST_THREADS, 1) st_kernel(const __grid_constant
     asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
     __syncthreads();
     asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-    const int mc = TM.mc;
-    if (mc > 1) st_cluster_arrive(); // our mbarriers are ready for the other blocks' copies of x
 
     // Copies (TMA): thread 0 the weight tiles of every chunk, before the wait for the previous
     // layer (they depend on none); thread 128 x's tiles, after it. (Spreading the issue over
@@ -138,16 +118,11 @@ __global__ void __launch_bounds__(ST_THREADS, 1) st_kernel(const __grid_constant
     asm volatile("griddepcontrol.wait;" ::: "memory");
     if (cb == 0 && s == 0)
         for (int i = tid; i < L.nzero; i += ST_THREADS) L.zero[i] = 0;
-    if (mc > 1) st_cluster_wait(); // ... and theirs for ours
     if (tid == 128) {
-        const int rank = cb % mc;
         for (int c = 0; c < nch; c++) {
             const uint32_t bar = bar0 + 8 * c;
-            st_expect(bar, MT * 128); // our copy of x's chunk, from whichever block issues it
-            if (mc == 1)
-                st_tma(buf + c * CB + ST_ROWS * 128, &TM.x, k0 + ST_CK * c, 0, bar);
-            else if (c % mc == rank)
-                st_tma_mc(buf + c * CB + ST_ROWS * 128, &TM.x, k0 + ST_CK * c, 0, bar, (unsigned short)((1u << mc) - 1));
+            st_expect(bar, MT * 128);
+            st_tma(buf + c * CB + ST_ROWS * 128, &TM.x, k0 + ST_CK * c, 0, bar);
         }
     }
 
@@ -399,17 +374,6 @@ static const void* st_fn(int MT, int gated) {
     return gated ? (const void*)st_kernel<T, 64, true> : (const void*)st_kernel<T, 64, false>;
 }
 
-// Column blocks sharing x (one K slice): FMLP_ST_MC (dev knob, default 2) reduced to a power of
-// two dividing the column-block count.
-static int st_multicast(int nb) {
-    static int env = -2;
-    int want = fmlp_env_knob("FMLP_ST_MC", &env);
-    if (want < 0) want = 2;
-    int mc = 1;
-    while (mc * 2 <= want && mc * 2 <= 8 && nb % (mc * 2) == 0) mc *= 2;
-    return mc;
-}
-
 // FMLP_ST_PACK=1 (dev knob): never raise a dependent launch's shared memory to keep its blocks
 // apart (below); FMLP_ST_CARVE=0: keep the driver's default carveout.
 static int st_pack_env(void) {
@@ -451,7 +415,6 @@ cudaError_t sk_tile_launch(const sk_layer& L, fmlp_dtype dt, int gated, size_t s
 
     st_maps tm;
     memset(&tm, 0, sizeof tm);
-    tm.mc = L.S == 1 ? st_multicast(nb) : 1;
     if (!st_map(&tm.w[0], L.w[0], L.N, L.K, cols, dt) || (gated && !st_map(&tm.w[1], L.w[1], L.N, L.K, cols, dt)) ||
         !st_map(&tm.x, L.x, L.M, L.K, MT, dt))
         return cudaErrorInvalidValue;
@@ -463,9 +426,9 @@ cudaError_t sk_tile_launch(const sk_layer& L, fmlp_dtype dt, int gated, size_t s
     cfg.stream = stream;
     cudaLaunchAttribute attr[2];
     int na = 0;
-    if (L.S > 1 || tm.mc > 1) {
+    if (L.S > 1) {
         attr[na].id = cudaLaunchAttributeClusterDimension;
-        attr[na].val.clusterDim.x = (unsigned)tm.mc;
+        attr[na].val.clusterDim.x = 1;
         attr[na].val.clusterDim.y = (unsigned)L.S;
         attr[na].val.clusterDim.z = 1;
         na++;
