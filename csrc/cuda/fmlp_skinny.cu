@@ -30,17 +30,12 @@
 #include "fmlp_skinny.cuh"
 #include <stdlib.h>
 #include <string.h>
-#include <type_traits>
 
 #define SK_ROWS 32 // weight rows per block (two 16-row MMA tiles)
 #define SK_RT 2    // 16-row tiles per block
 #define SK_MAX_M 64
 #define SK_RED_STRIDE (SK_ROWS + 4) // conflict-free stores of the accumulator fragments
 #define SK_ROWS8 8  // weight rows per block of the swapped (8-row) kernel
-#define SK_WPAD 64  // wsmem: bytes between weight rows in shared memory past the row (rows 2i, 2i + 1 in different banks)
-
-// wsmem: bytes per weight row in shared memory for K slices of KS elements
-static __host__ __device__ __forceinline__ int sk_wstride(int KS) { return KS * 2 + SK_WPAD; }
 
 
 // 8 consecutive elements row[k..k+7], 0 where !ok or at / past kend. VEC (K % 8 == 0, 16-byte
@@ -87,9 +82,8 @@ static __device__ __forceinline__ uint4 sk_load8(const T* row, int k, int kend, 
 // M = 1 (NOTES "v9").
 template <typename T, int NT, int WARPS, int U, bool GATED, bool VEC, bool SWAP = false>
 __global__ void __launch_bounds__(WARPS * 32, 2) sk_kernel(const __grid_constant__ sk_layer L) {
-    extern __shared__ float sk_red[]; // [WARPS][NT * 8 tokens][SK_RED_STRIDE], then (wsmem) the weight rows
+    extern __shared__ float sk_red[]; // [WARPS][NT * 8 tokens][SK_RED_STRIDE]
     __shared__ unsigned sk_last;
-    __shared__ __align__(8) uint64_t sk_wbar; // wsmem: the weight rows landed
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int cb = blockIdx.x, s = blockIdx.y;
     const int cols = SWAP ? SK_ROWS8 : GATED ? SK_ROWS / 2 : SK_ROWS; // output columns per block
@@ -102,27 +96,7 @@ __global__ void __launch_bounds__(WARPS * 32, 2) sk_kernel(const __grid_constant
     // Let the next layer's blocks start now: they prefetch their weights, then wait for us
     // (unless late_trigger: below).
     if (!L.late_trigger) asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-    if constexpr (SWAP && VEC) {
-        // wsmem: our 8 weight rows (they depend on no earlier layer) into shared memory now, one
-        // bulk copy each, so that after the wait only x remains to be loaded.
-        if (L.wsmem) {
-            if (threadIdx.x == 0) {
-                const uint32_t bar = (uint32_t)__cvta_generic_to_shared(&sk_wbar);
-                const uint32_t wsm = (uint32_t)__cvta_generic_to_shared(sk_red) + (uint32_t)(WARPS * NT * 8 * SK_RED_STRIDE * 4);
-                const int rows = min(SK_ROWS8, L.N - n0);
-                const unsigned bytes = (unsigned)(k1 - k0) * 2u;
-                asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(bar) : "memory");
-                asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
-                asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(bar), "r"(bytes * rows) : "memory");
-                for (int r = 0; r < rows; r++)
-                    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];"
-                                 ::"r"(wsm + (uint32_t)(r * sk_wstride(L.KS))), "l"(W0 + (size_t)(n0 + r) * L.K + k0),
-                                 "r"(bytes), "r"(bar) : "memory");
-            }
-            __syncthreads(); // the mbarrier is initialised before anyone waits on it
-        }
-    }
-    if (L.prefetch && warp == 0 && !L.wsmem) {
+    if (L.prefetch && warp == 0) {
         const int t = lane >> 4, r = lane & 15; // lane = one weight row of the block
         const int n = (GATED ? n0 : n0 + 16 * t) + r;
         if (n < L.N && k1 > k0 && (!SWAP || lane < SK_ROWS8)) {
@@ -151,51 +125,23 @@ __global__ void __launch_bounds__(WARPS * 32, 2) sk_kernel(const __grid_constant
         const T* xr1 = (const T*)L.x + (size_t)(xok1 ? g8 + 8 : 0) * L.K;
         float acc[4] = {0.f, 0.f, 0.f, 0.f};
         const int c8 = (lane & 3) * 8;
-        // WS (wsmem): the weights from shared memory (row g8 at wrow), else from global memory.
-        auto run = [&](auto ws) {
-            constexpr bool WS = decltype(ws)::value;
-            const uint32_t wrow = (uint32_t)__cvta_generic_to_shared(sk_red) +
-                                  (uint32_t)(WARPS * NT * 8 * SK_RED_STRIDE * 4 + g8 * sk_wstride(L.KS));
-            if constexpr (WS) {
-                uint32_t done = 0;
-                const uint32_t bar = (uint32_t)__cvta_generic_to_shared(&sk_wbar);
-                while (!done)
-                    asm volatile("{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], 0;\n selp.u32 %0, 1, 0, p;\n}"
-                                 : "=r"(done) : "r"(bar) : "memory");
-            }
-            for (int kk = k0 + 32 * warp; kk < k1; kk += 32 * WARPS * U) {
-                uint4 b[U], a0[U], a1[U];
+        for (int kk = k0 + 32 * warp; kk < k1; kk += 32 * WARPS * U) {
+            uint4 b[U], a0[U], a1[U];
 #pragma unroll
-                for (int u = 0; u < U; u++) {
-                    const int k = kk + 32 * WARPS * u + c8;
-                    if constexpr (WS) {
-                        const int pred = wok && k < k1;
-                        const uint32_t a = wrow + (uint32_t)((pred ? k - k0 : 0) * 2);
-                        asm volatile("{\n .reg .pred p;\n setp.ne.b32 p, %5, 0;\n"
-                                     " mov.b32 %0, 0; mov.b32 %1, 0; mov.b32 %2, 0; mov.b32 %3, 0;\n"
-                                     " @p ld.shared.v4.u32 {%0,%1,%2,%3}, [%4];\n}"
-                                     : "=r"(b[u].x), "=r"(b[u].y), "=r"(b[u].z), "=r"(b[u].w) : "r"(a), "r"(pred));
-                    } else {
-                        b[u] = sk_load8<T, VEC, true>(wr, k, k1, wok);
-                    }
-                    a0[u] = sk_load8<T, VEC, false>(xr0, k, k1, xok0);
-                    a1[u] = NT > 1 ? sk_load8<T, VEC, false>(xr1, k, k1, xok1) : make_uint4(0, 0, 0, 0);
-                }
-#pragma unroll
-                for (int u = 0; u < U; u++) {
-                    const uint32_t lo[4] = {a0[u].x, a1[u].x, a0[u].y, a1[u].y};
-                    const uint32_t hi[4] = {a0[u].z, a1[u].z, a0[u].w, a1[u].w};
-                    fmlp_mma16816<T>(acc, lo, b[u].x, b[u].y);
-                    fmlp_mma16816<T>(acc, hi, b[u].z, b[u].w);
-                }
+            for (int u = 0; u < U; u++) {
+                const int k = kk + 32 * WARPS * u + c8;
+                b[u] = sk_load8<T, VEC, true>(wr, k, k1, wok);
+                a0[u] = sk_load8<T, VEC, false>(xr0, k, k1, xok0);
+                a1[u] = NT > 1 ? sk_load8<T, VEC, false>(xr1, k, k1, xok1) : make_uint4(0, 0, 0, 0);
             }
-        };
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-        if (VEC && L.wsmem)
-            run(std::integral_constant<bool, VEC>{});
-        else
-#endif
-            run(std::false_type{});
+#pragma unroll
+            for (int u = 0; u < U; u++) {
+                const uint32_t lo[4] = {a0[u].x, a1[u].x, a0[u].y, a1[u].y};
+                const uint32_t hi[4] = {a0[u].z, a1[u].z, a0[u].w, a1[u].w};
+                fmlp_mma16816<T>(acc, lo, b[u].x, b[u].y);
+                fmlp_mma16816<T>(acc, hi, b[u].z, b[u].w);
+            }
+        }
         // C fragment: token g8 + 8 (q >> 1), weight row 2 (lane % 4) + (q & 1)
 #pragma unroll
         for (int q = 0; q < 4; q++)
@@ -521,13 +467,6 @@ static int sk_late_trigger_env(void) {
     return fmlp_env_knob("FMLP_SK_LATETRIG", &env) != 0;
 }
 
-// FMLP_SK_WSMEM=1 (dev knob): an 8-row dependent layer bulk-copies its weights into shared memory
-// before the wait (wsmem).
-static int sk_wsmem_env(void) {
-    static int env = -2;
-    return fmlp_env_knob("FMLP_SK_WSMEM", &env) > 0;
-}
-
 // FMLP_SK_TILE=0 (dev knob): the register kernel at every M, to compare the two.
 static int sk_tile_env(void) {
     static int env = -2;
@@ -614,20 +553,11 @@ extern "C" int fmlp_forward_skinny_cuda(const fmlp_desc* d, fmlp_dtype dt, int64
             continue;
         }
         const void* fn = sk_kernel_ptr(dt, NT, gated, vec, pl.rows8[i]);
-        Ly.wsmem = pdl && i > 0 && pl.rows8[i] && vec && sk_wsmem_env();
-        size_t lsmem = smem;
-        if (Ly.wsmem) {
-            static size_t allowed[8][FMLP_CUDA_MAX_DEV]; // per 8-row kernel instance and device
-            lsmem += (size_t)SK_ROWS8 * sk_wstride(pl.KS[i]);
-            cudaError_t e = fmlp_allow_smem(fn, lsmem, ctx->device, allowed[(dt == FMLP_BF16) * 2 + (NT == 2)]);
-            if (e != cudaSuccess)
-                return fmlp_fail(st, FMLP_ERR_BACKEND, "skinny forward: layer %d shared memory: %s", i, cudaGetErrorString(e));
-        }
         cudaLaunchConfig_t cfg;
         memset(&cfg, 0, sizeof cfg);
         cfg.gridDim = dim3((unsigned)pl.nb[i], (unsigned)pl.S[i]);
         cfg.blockDim = dim3((unsigned)(sk_warps(NT) * 32));
-        cfg.dynamicSmemBytes = lsmem;
+        cfg.dynamicSmemBytes = smem;
         cfg.stream = stream;
         cudaLaunchAttribute attr[1];
         attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
@@ -635,7 +565,7 @@ extern "C" int fmlp_forward_skinny_cuda(const fmlp_desc* d, fmlp_dtype dt, int64
         cfg.attrs = attr;
         cfg.numAttrs = (pdl && i > 0) ? 1 : 0;
         void* args[] = {&Ly};
-        prev_smem = lsmem;
+        prev_smem = smem;
         cudaError_t e = cudaLaunchKernelExC(&cfg, fn, args);
         if (e != cudaSuccess)
             return fmlp_fail(st, FMLP_ERR_BACKEND, "skinny forward: layer %d launch failed: %s", i, cudaGetErrorString(e));

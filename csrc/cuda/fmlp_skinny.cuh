@@ -21,7 +21,6 @@ struct sk_layer {
     float slope;
     int prefetch;      // launched as a PDL dependent with 16-byte weight rows: prefetch them into L2
     int late_trigger;  // let the next layer's blocks launch only once this block's loads are done
-    int wsmem;         // 8-row kernel (sm_90): its weight rows bulk-copied into shared memory before the wait
 };
 
 // Bias k (0: plain / gate, 1: up) of output column n as float32, 0 when the layer has none.
