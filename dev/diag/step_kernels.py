@@ -24,6 +24,8 @@ def kernels(step, n=20, graph=False):
     (as the sweep times it), else of plain calls."""
     if graph:
         g = capture_graph(step)
+        if g is None:
+            raise SystemExit("--graph: the step could not be captured (the reason is printed above)")
         step = g.replay
     for _ in range(3):
         step()
