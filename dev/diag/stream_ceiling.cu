@@ -135,6 +135,42 @@ __global__ void __launch_bounds__(THREADS) k_tma(const uint4* w, int bytes, unsi
     block_out(sw[threadIdx.x].x, h, 1);
 }
 
+// "layer 1" reading h once per cluster of cs blocks: block r of the cluster bulk-copies slice r
+// of h (xb / cs bytes) into every block's shared memory at once (.multicast::cluster), so L2
+// serves h once per cluster instead of once per block; weights as after_wait.
+__global__ void __launch_bounds__(THREADS) k_bmc(const uint4* w, const uint4* h, int xb, unsigned* out, int cs) {
+    extern __shared__ __align__(128) uint4 sh[];
+    __shared__ __align__(8) unsigned long long bar;
+    unsigned rank;
+    asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(rank));
+    if (threadIdx.x == 0) {
+        asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(smem_u32(&bar)));
+        asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+        asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem_u32(&bar)), "r"(xb) : "memory");
+    }
+    // every block's mbarrier exists before any block's multicast lands on it
+    asm volatile("barrier.cluster.arrive.release.aligned;\n barrier.cluster.wait.acquire.aligned;" ::: "memory");
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+    if (threadIdx.x == 0) {
+        const int part = xb / cs;
+        const unsigned short mask = (unsigned short)((1u << cs) - 1);
+        for (int c = 0; c < part; c += 16384) {
+            const int n = part - c < 16384 ? part - c : 16384;
+            asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes.multicast::cluster"
+                         " [%0], [%1], %2, [%3], %4;" ::"r"(smem_u32((char*)sh + rank * part + c)),
+                         "l"((const char*)h + rank * part + c), "r"(n), "r"(smem_u32(&bar)), "h"(mask)
+                         : "memory");
+        }
+    }
+    unsigned a = stream_weights(w + (size_t)blockIdx.x * (WBYTES / 16));
+    if (threadIdx.x == 0) bulk_wait(&bar);
+    __syncthreads();
+    for (int i = threadIdx.x; i < xb / 16; i += THREADS) a ^= xr(sh[i]);
+    // no block leaves while a copy it issued may still be landing in another's shared memory
+    asm volatile("barrier.cluster.arrive.release.aligned;\n barrier.cluster.wait.acquire.aligned;" ::: "memory");
+    block_out(a, out, 1);
+}
+
 // Access patterns of the register kernels (question: does the MMA-fragment order cost L2
 // throughput?). A block reads its R rows x K bf16 (64 KiB), 16 loads per lane in flight.
 // pattern 0, as sk_kernel: lane (g = lane/4, c = lane%4) reads 16 B at k = 8c of a 32-wide
@@ -355,6 +391,31 @@ static void v_pat(const Bufs& B, cudaStream_t s, int arg) {
     void* args[] = {(void*)&B.w, &K, &R, &pattern, (void*)&B.out};
     launch((const void*)k_pat, args, BLOCKS, THREADS, 0, 0, s);
 }
+// arg = m * 16 + cs: A -> k_bmc (PDL, clusters of cs)
+static void v_chain_mc(const Bufs& B, cudaStream_t s, int arg) {
+    const int m = arg / 16;
+    int cs = arg % 16, xa = xa_of(m), hw = xb_of(m) / 4 / BLOCKS, trig = 1, xb = xb_of(m);
+    void* a0[] = {(void*)&B.w, (void*)&B.x, &xa, (void*)&B.h, &hw, &trig};
+    launch((const void*)k_a, a0, BLOCKS, THREADS, 0, 0, s);
+    const uint4* w1 = B.w + (size_t)BLOCKS * (WBYTES / 16);
+    void* a1[] = {(void*)&w1, (void*)&B.h, &xb, (void*)&B.out, &cs};
+    cudaLaunchConfig_t cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.gridDim = dim3(BLOCKS);
+    cfg.blockDim = dim3(THREADS);
+    cfg.dynamicSmemBytes = xb;
+    cfg.stream = s;
+    cudaLaunchAttribute at[2];
+    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    at[0].val.programmaticStreamSerializationAllowed = 1;
+    at[1].id = cudaLaunchAttributeClusterDimension;
+    at[1].val.clusterDim.x = cs;
+    at[1].val.clusterDim.y = 1;
+    at[1].val.clusterDim.z = 1;
+    cfg.attrs = at;
+    cfg.numAttrs = 2;
+    CK(cudaLaunchKernelExC(&cfg, (const void*)k_bmc, a1));
+}
 static void v_both(const Bufs& B, cudaStream_t s, int) {
     void* args[] = {(void*)&B.w, (void*)&B.out};
     launch((const void*)k_both, args, BLOCKS, THREADS, 0, 0, s);
@@ -411,6 +472,7 @@ int main(int argc, char** argv) {
     }
     CK(cudaFuncSetAttribute((const void*)k_b, cudaFuncAttributeMaxDynamicSharedMemorySize, WBYTES));
     CK(cudaFuncSetAttribute((const void*)k_single, cudaFuncAttributeMaxDynamicSharedMemorySize, 2 * WBYTES));
+    CK(cudaFuncSetAttribute((const void*)k_bmc, cudaFuncAttributeMaxDynamicSharedMemorySize, xb_of(16)));
     CK(cudaFuncSetAttribute((const void*)k_tma, cudaFuncAttributeMaxDynamicSharedMemorySize, 2 * WBYTES));
     cudaStream_t s;
     CK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
@@ -470,6 +532,13 @@ int main(int argc, char** argv) {
             static int k = 0;
             snprintf(names[k], 64, "A->%s, M=%d", mode_name[mode], m);
             rows.push_back({names[k++], v_chain, m * 16 + mode});
+        }
+    for (int m : {1, 16})
+        for (int cs : {1, 2, 4}) {
+            static char names[8][64];
+            static int k = 0;
+            snprintf(names[k], 64, "A->B, h multicast over %d, M=%d", cs, m);
+            rows.push_back({names[k++], v_chain_mc, m * 16 + cs});
         }
     const char* single_name[] = {"gen barrier", "memset barrier", "gen barrier, K-split h", "",
                                  "late, gen barrier", "late, memset barrier", "late, gen barrier, K-split h"};
