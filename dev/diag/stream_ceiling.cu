@@ -305,18 +305,28 @@ __global__ void __launch_bounds__(THREADS) k_single(const uint4* w, unsigned* h,
     block_out(a, out, 1);
 }
 
-static void launch(const void* fn, void** args, int grid, int block, size_t smem, int pdl, cudaStream_t s) {
+// pdl: a programmatic dependent of the launch before; cluster > 0: a cluster launch, clusters of that
+// many blocks (1 included: k_bmc's rows measured the cluster launch itself)
+static void launch(const void* fn, void** args, int grid, int block, size_t smem, int pdl, cudaStream_t s,
+                   int cluster = 0) {
     cudaLaunchConfig_t cfg;
     memset(&cfg, 0, sizeof cfg);
     cfg.gridDim = dim3(grid);
     cfg.blockDim = dim3(block);
     cfg.dynamicSmemBytes = smem;
     cfg.stream = s;
-    cudaLaunchAttribute at[1];
-    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    at[0].val.programmaticStreamSerializationAllowed = 1;
+    cudaLaunchAttribute at[2];
+    int n = 0;
+    if (pdl) {
+        at[n].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        at[n++].val.programmaticStreamSerializationAllowed = 1;
+    }
+    if (cluster > 0) {
+        at[n].id = cudaLaunchAttributeClusterDimension;
+        at[n++].val.clusterDim = {(unsigned)cluster, 1, 1};
+    }
     cfg.attrs = at;
-    cfg.numAttrs = pdl ? 1 : 0;
+    cfg.numAttrs = n;
     CK(cudaLaunchKernelExC(&cfg, fn, args));
 }
 
@@ -399,22 +409,7 @@ static void v_chain_mc(const Bufs& B, cudaStream_t s, int arg) {
     launch((const void*)k_a, a0, BLOCKS, THREADS, 0, 0, s);
     const uint4* w1 = B.w + (size_t)BLOCKS * (WBYTES / 16);
     void* a1[] = {(void*)&w1, (void*)&B.h, &xb, (void*)&B.out, &cs};
-    cudaLaunchConfig_t cfg;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.gridDim = dim3(BLOCKS);
-    cfg.blockDim = dim3(THREADS);
-    cfg.dynamicSmemBytes = xb;
-    cfg.stream = s;
-    cudaLaunchAttribute at[2];
-    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    at[0].val.programmaticStreamSerializationAllowed = 1;
-    at[1].id = cudaLaunchAttributeClusterDimension;
-    at[1].val.clusterDim.x = cs;
-    at[1].val.clusterDim.y = 1;
-    at[1].val.clusterDim.z = 1;
-    cfg.attrs = at;
-    cfg.numAttrs = 2;
-    CK(cudaLaunchKernelExC(&cfg, (const void*)k_bmc, a1));
+    launch((const void*)k_bmc, a1, BLOCKS, THREADS, xb, 1, s, cs);
 }
 static void v_both(const Bufs& B, cudaStream_t s, int) {
     void* args[] = {(void*)&B.w, (void*)&B.out};
